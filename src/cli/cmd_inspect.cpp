@@ -1,0 +1,121 @@
+// `qlora-train inspect`: what a model is and what it will cost, read from config.json and the
+// safetensors headers only (no weight data is read).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <map>
+#include <memory>
+#include <regex>
+#include <set>
+
+#include "cli/command.h"
+#include "core/config.h"
+#include "core/device.h"
+#include "core/errors.h"
+#include "io/safetensors.h"
+#include "model/llama_weights.h"
+#include "tokenizer/tokenizer.h"
+
+namespace qlt::cli {
+namespace {
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+std::string mib(double bytes) { return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0)); }
+
+// The component a tensor belongs to, for the parameter table.
+std::string component_of(const std::string& name) {
+  if (name.find("embed_tokens") != std::string::npos) return "embeddings";
+  if (name.find("self_attn.") != std::string::npos) return "attention";
+  if (name.find("mlp.") != std::string::npos) return "mlp";
+  if (name.find("norm") != std::string::npos) return "norms";
+  if (name.starts_with("lm_head")) return "lm_head";
+  return "other";
+}
+
+int run_inspect(const ConfigArgs& args) {
+  TrainConfig cfg = load_config(args.config_path, args.overrides);
+  const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
+  auto c = model::read_llama_config(cfg.model.path);
+  auto checkpoint = io::SafetensorsCheckpoint::open(cfg.model.path);
+  model::check_llama_tensors(checkpoint, c);
+  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
+
+  std::string rope = c.rope_scaling.llama3
+                         ? fmt::format("llama3 (factor {}, low {}, high {}, original context {})",
+                                       c.rope_scaling.factor, c.rope_scaling.low_freq_factor,
+                                       c.rope_scaling.high_freq_factor,
+                                       c.rope_scaling.original_max_position_embeddings)
+                         : "none";
+  fmt::print("model {} (LLaMA, stored as {})\n", cfg.model.path, c.torch_dtype);
+  fmt::print("  layers {}  hidden {}  intermediate {}  heads {} (kv heads {}, head_dim {})\n",
+             c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+             c.num_key_value_heads, c.head_dim);
+  fmt::print("  vocab {}  context {}  rms_norm_eps {}  rope_theta {}  rope_scaling {}\n",
+             c.vocab_size, c.max_position_embeddings, c.rms_norm_eps, c.rope_theta, rope);
+  fmt::print("  tied embeddings: {}\n", c.tie_word_embeddings ? "yes" : "no");
+  fmt::print("tokenizer {}/tokenizer.model: {} pieces, bos {}, eos {}, unk {}\n", cfg.model.path,
+             tokenizer.vocab_size(), tokenizer.bos_id(), tokenizer.eos_id(), tokenizer.unk_id());
+
+  // Parameters and memory per component; tensors grouped across layers.
+  std::map<std::string, int64_t> params;
+  std::map<std::string, std::pair<int64_t, const io::TensorInfo*>> groups;  // pattern -> count
+  std::vector<std::string> group_order;
+  const std::regex layer_index(R"(model\.layers\.\d+\.)");
+  double disk_bytes = 0, compute_bytes = 0;
+  const double compute_elem = static_cast<double>(at::elementSize(dtype));
+  for (const auto& e : model::expected_llama_tensors(c)) {
+    const auto& info = checkpoint.info(e.name);
+    const int64_t n = numel(info.shape);
+    const std::string component = component_of(e.name);
+    params[component] += n;
+    disk_bytes += static_cast<double>(info.end - info.begin);
+    compute_bytes += static_cast<double>(n) * (component == "norms" ? 4.0 : compute_elem);
+    std::string pattern = std::regex_replace(
+        e.name, layer_index, fmt::format("model.layers.{{0..{}}}.", c.num_hidden_layers - 1));
+    auto [it, fresh] = groups.try_emplace(pattern, 0, &info);
+    if (fresh) group_order.push_back(pattern);
+    ++it->second.first;
+  }
+  int64_t total = 0;
+  fmt::print("parameters\n");
+  for (const char* k : {"embeddings", "attention", "mlp", "norms", "lm_head"}) {
+    if (!params.count(k)) continue;
+    fmt::print("  {:<11} {:>14L}\n", k, params[k]);
+    total += params[k];
+  }
+  if (c.tie_word_embeddings) fmt::print("  {:<11} {:>14}\n", "lm_head", "(tied)");
+  fmt::print("  {:<11} {:>14L}\n", "total", total);
+
+  fmt::print("tensors ({} in {} file(s))\n", checkpoint.names().size(), [&] {
+    std::set<std::filesystem::path> files;
+    for (const auto& n : checkpoint.names()) files.insert(checkpoint.file_of(n));
+    return files.size();
+  }());
+  for (const auto& pattern : group_order) {
+    const auto& [count, info] = groups[pattern];
+    std::string shape = fmt::format("[{}]", fmt::join(info->shape, ", "));
+    fmt::print("  {:<52} {:>3} x {:<14} {}\n", pattern, count, shape, info->dtype);
+  }
+  fmt::print("memory\n");
+  fmt::print("  on disk            {}\n", mib(disk_bytes));
+  fmt::print("  weights in memory  {} ({} compute, norms float32)\n", mib(compute_bytes),
+             cfg.model.compute_dtype);
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_inspect_command(CLI::App& app) {
+  auto args = std::make_shared<ConfigArgs>();
+  auto* sub = app.add_subcommand(
+      "inspect", "Model architecture, parameter counts, tensors and memory (reads headers only)");
+  add_config_args(*sub, *args);
+  return {sub, [args] { return run_inspect(*args); }};
+}
+
+}  // namespace qlt::cli

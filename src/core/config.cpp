@@ -1,0 +1,357 @@
+// TrainConfig <-> JSON through the table of keys below (config_keys()); see config_schema.h
+// for the machinery and the recipe to add a key.
+#include "core/config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/config_schema.h"
+#include "core/did_you_mean.h"
+#include "core/errors.h"
+
+namespace qlt {
+
+using nlohmann::json;
+
+namespace {
+
+// "auto" | "cpu" | "cuda" | "cuda:N": choices cannot express the device index.
+std::string check_device(const std::string& device) {
+  if (device == "auto" || device == "cpu" || device == "cuda") return "";
+  if (device.rfind("cuda:", 0) != 0) return "not a device name";
+  const std::string index = device.substr(5);
+  const bool digits =
+      !index.empty() && index.size() <= 6 &&
+      std::all_of(index.begin(), index.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
+  return digits ? "" : "the N of cuda:N must be a non-negative integer";
+}
+
+}  // namespace
+
+// THE table: every key the program reads, in the order --keys prints them. Defaults are not
+// written here; key() reads them from TrainConfig{} (config.h).
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = {
+      key("model.path", "Hugging Face LLaMA directory: config.json, *.safetensors, tokenizer.model",
+          [](auto& c) { return &c.model.path; })
+          .required(),
+      key("model.compute_dtype", "dtype of activations and of the weights that are not quantized",
+          [](auto& c) { return &c.model.compute_dtype; })
+          .one_of({"float32", "bfloat16"}),
+      key("data.train", "training set, JSONL (read by `train`); may be empty",
+          [](auto& c) { return &c.data.train; }),
+      key("data.eval", "evaluation set, JSONL (read by `eval`)",
+          [](auto& c) { return &c.data.eval; }),
+      key("data.format", "line format of the JSONL files: text = {\"text\": \"...\"} per line",
+          [](auto& c) { return &c.data.format; })
+          .one_of({"text"}),
+      key("data.max_seq_len", "tokens per window", [](auto& c) { return &c.data.max_seq_len; })
+          .range(2, 1 << 20),
+      key("eval.batch_size", "windows per forward pass", [](auto& c) { return &c.eval.batch_size; })
+          .range(1, 65536),
+      key("eval.max_batches", "batches to evaluate; 0 = the whole eval set",
+          [](auto& c) { return &c.eval.max_batches; })
+          .range(0, kInt64Max),
+      key("training.device", "where to run; auto = cuda when a GPU is available, else cpu",
+          [](auto& c) { return &c.training.device; })
+          .check("auto|cpu|cuda|cuda:N", check_device),
+      key("training.threads", "CPU threads for LibTorch; 0 = LibTorch's default",
+          [](auto& c) { return &c.training.threads; })
+          .range(0, 4096),
+      key("training.seed", "seed of every random choice (shuffling, dropout, init)",
+          [](auto& c) { return &c.training.seed; })
+          .range(0, kInt64Max),
+  };
+  return keys;
+}
+
+namespace {
+
+// Lookups derived from the table: the keys by path, and the sections (every proper prefix
+// of a key's path, e.g. "model"), each with its direct children for messages.
+struct Schema {
+  std::map<std::string, const ConfigKey*> keys;
+  std::map<std::string, std::vector<std::string>> section_children;  // "" = top level
+  std::vector<std::string> names;  // keys then sections, in table order: did-you-mean pool
+};
+
+const Schema& schema() {
+  static const Schema built = [] {
+    Schema s;
+    std::vector<std::string> sections;
+    for (const auto& key : config_keys()) {
+      s.keys[key.path] = &key;
+      s.names.push_back(key.path);
+      std::string parent;
+      for (std::size_t dot = key.path.find('.');; dot = key.path.find('.', dot + 1)) {
+        std::string child = key.path.substr(0, dot);
+        auto& children = s.section_children[parent];
+        std::string leaf = child.substr(parent.empty() ? 0 : parent.size() + 1);
+        if (std::find(children.begin(), children.end(), leaf) == children.end()) {
+          children.push_back(leaf);
+        }
+        if (dot == std::string::npos) break;
+        if (std::find(sections.begin(), sections.end(), child) == sections.end()) {
+          sections.push_back(child);
+        }
+        parent = child;
+      }
+    }
+    s.names.insert(s.names.end(), sections.begin(), sections.end());
+    return s;
+  }();
+  return built;
+}
+
+const ConfigKey* find_key(const std::string& path) {
+  auto it = schema().keys.find(path);
+  return it == schema().keys.end() ? nullptr : it->second;
+}
+
+bool is_section(const std::string& path) { return schema().section_children.count(path) > 0; }
+
+std::string children_of(const std::string& section) {
+  return fmt::format("{}", fmt::join(schema().section_children.at(section), ", "));
+}
+
+std::string last_component(const std::string& path) {
+  const std::size_t dot = path.rfind('.');
+  return dot == std::string::npos ? path : path.substr(dot + 1);
+}
+
+// A typo of a known name, or else a key with the same last component in another section
+// ("seed" at the top level -> "training.seed").
+std::optional<std::string> suggest(const std::string& path) {
+  if (auto match = closest_match(path, schema().names)) return match;
+  const std::string leaf = last_component(path);
+  for (const auto& key : config_keys()) {
+    if (last_component(key.path) == leaf) return key.path;
+  }
+  return std::nullopt;
+}
+
+// `is_object`: a top-level name holding an object is a misspelled section ("trainng"); one
+// holding a value is a key put at the wrong level ("seed").
+[[noreturn]] void unknown_key(const std::string& path, std::string_view where, bool is_object) {
+  const std::size_t dot = path.rfind('.');
+  const std::string parent = dot == std::string::npos ? "" : path.substr(0, dot);
+  const char* kind = !parent.empty() ? "key" : is_object ? "section" : "top-level key";
+  std::string hint = "`qlora-train config --keys` lists every key";
+  if (auto match = suggest(path)) {
+    user_error("{}: unknown {} {}; did you mean {}? ({})", where, kind, path, *match, hint);
+  }
+  if (is_section(parent)) {
+    user_error("{}: unknown {} {}; {} has: {} ({})", where, kind, path,
+               parent.empty() ? "the top level" : parent, children_of(parent), hint);
+  }
+  user_error("{}: unknown {} {} ({})", where, kind, path, hint);
+}
+
+void require_object(const json& value, const std::string& section, std::string_view where) {
+  if (value.is_object()) return;
+  if (section.empty()) {
+    user_error(
+        "{}: the top level must be a JSON object such as {{\"model\": {{\"path\": "
+        "\"...\"}}}}, got {}",
+        where, describe_json(value));
+  }
+  user_error("{}: {} must be an object with keys ({}), got {}", where, section,
+             children_of(section), describe_json(value));
+}
+
+// Sets every key present in `object` (the section `prefix`), descending into sub-sections.
+void read_object(const json& object, const std::string& prefix, std::string_view where,
+                 TrainConfig& config) {
+  for (const auto& [name, value] : object.items()) {
+    const std::string path = prefix.empty() ? name : prefix + "." + name;
+    if (const ConfigKey* key = find_key(path)) {
+      key->set(config, check_value(*key, value, where));
+    } else if (is_section(path)) {
+      require_object(value, path, where);
+      read_object(value, path, where, config);
+    } else {
+      unknown_key(path, where, value.is_object());
+    }
+  }
+}
+
+json::json_pointer pointer_of(const std::string& path) {
+  std::string pointer = "/" + path;
+  std::replace(pointer.begin(), pointer.end(), '.', '/');
+  return json::json_pointer(pointer);
+}
+
+// {"model": {"path": ...}} for "model.path": where a missing key goes in the file.
+std::string nested_example(const std::string& path) {
+  std::string open, close;
+  std::size_t start = 0;
+  for (std::size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', start)) {
+    open += fmt::format("{{\"{}\": ", path.substr(start, dot - start));
+    close += "}";
+    start = dot + 1;
+  }
+  return fmt::format("{}{{\"{}\": ...}}{}", open, path.substr(start), close);
+}
+
+void check_required(const json& root, const TrainConfig& config, std::string_view where) {
+  for (const auto& key : config_keys()) {
+    if (!key.is_required) continue;
+    if (!root.contains(pointer_of(key.path))) {
+      user_error("{}: missing required key {} ({}); add {} to the file or pass --set {}=VALUE",
+                 where, key.path, key.meaning, nested_example(key.path), key.path);
+    }
+    if (key.type == KeyType::kString && key.get(config).get_ref<const std::string&>().empty()) {
+      user_error("{}: {} must not be empty ({})", where, key.path, key.meaning);
+    }
+  }
+}
+
+// nlohmann reports the byte count read at the error; the offending character is the one
+// before it (or the end of the text). Lines and columns count from 1.
+std::string json_syntax_error(const std::filesystem::path& file, const std::string& text,
+                              const json::parse_error& error) {
+  const std::size_t at = std::min<std::size_t>(error.byte == 0 ? 0 : error.byte - 1, text.size());
+  const std::size_t line = 1 + std::count(text.begin(), text.begin() + at, '\n');
+  const std::size_t newline = at == 0 ? std::string::npos : text.rfind('\n', at - 1);
+  const std::size_t column = newline == std::string::npos ? at + 1 : at - newline;
+  // Drop nlohmann's own "[json.exception...] parse error at line L, column C: " prefix.
+  std::string what = error.what();
+  if (std::size_t pos = what.find("column "); pos != std::string::npos) {
+    if (std::size_t colon = what.find(": ", pos); colon != std::string::npos) {
+      what = what.substr(colon + 2);
+    }
+  }
+  return fmt::format("{}:{}:{}: invalid JSON: {}", file.string(), line, column, what);
+}
+
+json read_json_file(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec)) {
+    user_error("config file {} does not exist", file.string());
+  }
+  if (std::filesystem::is_directory(file, ec)) {
+    user_error("config file {} is a directory; pass a .json file", file.string());
+  }
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (!in) user_error("config file {} cannot be read", file.string());
+  const std::string text = buffer.str();
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& error) {
+    throw UserError(json_syntax_error(file, text, error));
+  }
+}
+
+// The value of `--set key=text`: JSON when it parses, else the text itself. A string key
+// always takes the text unless it is a quoted JSON string, so a path named `123` or `true`
+// stays a path; a list key also takes "a,b,c" as ["a", "b", "c"].
+json override_value(const ConfigKey& key, const std::string& text) {
+  json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) parsed = text;
+  if (key.type == KeyType::kString && !parsed.is_string()) return text;
+  if (key.type == KeyType::kStringList && parsed.is_string()) {
+    json list = json::array();
+    std::stringstream items(parsed.get<std::string>());
+    for (std::string item; std::getline(items, item, ',');) list.push_back(item);
+    return list;
+  }
+  return parsed;
+}
+
+// Applies one "dotted.key=value" to the parsed file, creating missing sections. The value is
+// checked here so that its error names the --set argument; the file's own values are checked
+// afterwards by config_from_json.
+void apply_override(json& root, const std::string& argument, std::string_view file) {
+  const std::string where = fmt::format("--set {}", argument);
+  const std::size_t equals = argument.find('=');
+  if (equals == std::string::npos || equals == 0) {
+    user_error("{}: expected dotted.key=value, e.g. --set data.max_seq_len=512", where);
+  }
+  const std::string path = argument.substr(0, equals);
+  const ConfigKey* key = find_key(path);
+  if (key == nullptr && is_section(path)) {
+    user_error("{}: {} is a section; set one of its keys ({}) as {}.KEY=VALUE", where, path,
+               children_of(path), path);
+  }
+  if (key == nullptr) unknown_key(path, where, /*is_object=*/false);
+  json value = check_value(*key, override_value(*key, argument.substr(equals + 1)), where);
+
+  json* node = &root;
+  std::string section;
+  std::size_t start = 0;
+  for (std::size_t dot = path.find('.'); dot != std::string::npos; dot = path.find('.', start)) {
+    const std::string name = path.substr(start, dot - start);
+    section = section.empty() ? name : section + "." + name;
+    if (!node->contains(name)) (*node)[name] = json::object();
+    node = &(*node)[name];
+    require_object(*node, section, file);
+    start = dot + 1;
+  }
+  (*node)[path.substr(start)] = std::move(value);
+}
+
+}  // namespace
+
+TrainConfig config_from_json(const json& root, const std::string& origin) {
+  const std::string where = origin.empty() ? "config" : origin;
+  require_object(root, "", where);
+  TrainConfig config;
+  read_object(root, "", where, config);
+  check_required(root, config, where);
+  return config;
+}
+
+TrainConfig load_config(const std::filesystem::path& file,
+                        const std::vector<std::string>& overrides) {
+  json root = read_json_file(file);
+  require_object(root, "", file.string());
+  for (const auto& argument : overrides) apply_override(root, argument, file.string());
+  return config_from_json(root, file.string());
+}
+
+json config_to_json(const TrainConfig& config) {
+  json out = json::object();
+  for (const auto& key : config_keys()) out[pointer_of(key.path)] = key.get(config);
+  return out;
+}
+
+std::string config_to_text(const TrainConfig& config) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const auto& key : config_keys()) {
+    out[nlohmann::ordered_json::json_pointer(pointer_of(key.path).to_string())] = key.get(config);
+  }
+  return out.dump(2);
+}
+
+std::string describe_config_keys() {
+  struct Row {
+    std::string path, type, value, allowed, meaning;
+  };
+  std::vector<Row> rows = {{"KEY", "TYPE", "DEFAULT", "ALLOWED", "MEANING"}};
+  for (const auto& key : config_keys()) {
+    rows.push_back({key.path, key_type_name(key.type), describe_default(key), describe_allowed(key),
+                    key.meaning});
+  }
+  std::size_t widths[4] = {0, 0, 0, 0};
+  for (const auto& row : rows) {
+    widths[0] = std::max(widths[0], row.path.size());
+    widths[1] = std::max(widths[1], row.type.size());
+    widths[2] = std::max(widths[2], row.value.size());
+    widths[3] = std::max(widths[3], row.allowed.size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    out += fmt::format("{:<{}}  {:<{}}  {:<{}}  {:<{}}  {}\n", row.path, widths[0], row.type,
+                       widths[1], row.value, widths[2], row.allowed, widths[3], row.meaning);
+  }
+  return out;
+}
+
+}  // namespace qlt

@@ -1,0 +1,79 @@
+// TrainConfig: every setting of a run, typed, with its default in one place (DESIGN.md §4).
+//
+// JSON <-> struct goes through one table of key descriptors (config.cpp, config_keys(); the
+// machinery and the recipe to add a key are in config_schema.h): each key is declared once
+// with its JSON path, type, allowed range or choices and meaning, and its default is read from
+// the initializers below (so they are the only place a default is written); parsing,
+// validation, --set overrides, `qlora-train config --keys` and the effective-config dump all
+// read that table. Nothing below cli/ sees JSON: it receives these structs.
+//
+// Only keys that the program acts on exist. Later issues add sections (quantization, adapter,
+// optimizer, schedule, checkpoint, logging) as their features land.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qlt {
+
+struct ModelConfig {
+  std::string path;                     // required: Hugging Face LLaMA directory
+  std::string compute_dtype = "float32";  // "float32" | "bfloat16"
+};
+
+struct DataConfig {
+  std::string train;                    // JSONL; used by `train` (later issue); may be empty
+  std::string eval;                     // JSONL evaluated by `eval`
+  std::string format = "text";          // "text" ({"text": ...} per line)
+  int64_t max_seq_len = 256;            // tokens per window, 2..1048576
+};
+
+struct EvalConfig {
+  int64_t batch_size = 8;               // windows per forward pass, 1..65536
+  int64_t max_batches = 0;              // 0 = the whole eval set
+};
+
+struct TrainingConfig {
+  std::string device = "auto";          // "auto" | "cpu" | "cuda" | "cuda:N"
+  int64_t threads = 0;                  // CPU threads for LibTorch, 0..4096; 0 = LibTorch's default
+  int64_t seed = 42;                    // 0..2^63-1
+};
+
+struct TrainConfig {
+  ModelConfig model;
+  DataConfig data;
+  EvalConfig eval;
+  TrainingConfig training;
+};
+
+// Parses and validates a JSON config. `origin` names the source in messages (a file name).
+// Throws UserError naming the JSON path (e.g. "data.max_seq_len") and the fix for: unknown
+// keys (with a did-you-mean), wrong types, out-of-range values and missing required fields.
+// An integer key accepts an integral float (256.0, 2.56e2: JSON has one number type and some
+// generators write floats); a fractional value (2.5) is a type error.
+TrainConfig config_from_json(const nlohmann::json& json, const std::string& origin);
+
+// Reads `file` (JSON; a syntax error is reported as file:line:column), applies each override
+// "dotted.key=value" in order (value parsed as JSON when it parses, else taken as a string),
+// then validates as config_from_json does. Errors name the file or the --set argument.
+// A string key takes the text itself unless it is a quoted JSON string (so a path named `123`
+// stays a string); a string-list key also takes "a,b,c". Overrides apply before validation,
+// so one may supply a missing required key or replace an invalid value of the file.
+TrainConfig load_config(const std::filesystem::path& file,
+                        const std::vector<std::string>& overrides = {});
+
+// The effective config as JSON, every key present (defaults filled in).
+nlohmann::json config_to_json(const TrainConfig& config);
+
+// config_to_json as pretty-printed text with keys in table order (model first, as --keys lists
+// them) rather than alphabetical: what `qlora-train config` prints.
+std::string config_to_text(const TrainConfig& config);
+
+// Every key, one per line: dotted path, type, default, allowed values, meaning.
+std::string describe_config_keys();
+
+}  // namespace qlt

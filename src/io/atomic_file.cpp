@@ -1,0 +1,99 @@
+#include "io/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "core/errors.h"
+
+namespace qlt::io {
+namespace {
+
+std::filesystem::path folder_of(const std::filesystem::path& path) {
+  const auto parent = path.parent_path();
+  return parent.empty() ? std::filesystem::path(".") : parent;
+}
+
+// ".<name>.tmp-<pid>-<random>": hidden, and unique even for concurrent writers of one target.
+std::filesystem::path temp_name_for(const std::filesystem::path& path) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  const std::string name = "." + path.filename().string() + ".tmp-" + std::to_string(::getpid()) +
+                           "-" + std::to_string(rng() % 1000000007);
+  return folder_of(path) / name;
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
+  if (path_.filename().empty())
+    user_error("cannot write {}: the path names a folder", path_.string());
+  for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
+    temp_path_ = temp_name_for(path_);
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno != EEXIST) break;
+  }
+  if (fd_ < 0) {
+    const int err = errno;
+    const bool missing = err == ENOENT || err == ENOTDIR;
+    user_error("cannot write {}: cannot create a file in {}: {}{}", path_.string(),
+               folder_of(path_).string(), std::strerror(err),
+               missing ? " (create the folder first)" : "");
+  }
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) discard();
+}
+
+void AtomicFile::discard() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
+  temp_path_.clear();
+}
+
+void AtomicFile::fail(const char* what, int err) {
+  discard();
+  user_error("cannot write {}: {} failed: {}{}", path_.string(), what, std::strerror(err),
+             err == ENOSPC ? " (the disk is full)" : "");
+}
+
+void AtomicFile::write(const void* data, size_t size) {
+  if (fd_ < 0)
+    user_error("cannot write {}: the file was already committed or discarded", path_.string());
+  const auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    // write() may be partial (signals, huge sizes: Linux caps one call at ~2 GiB).
+    const ssize_t n = ::write(fd_, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write", errno);
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFile::commit() {
+  if (fd_ < 0)
+    user_error("cannot write {}: the file was already committed or discarded", path_.string());
+  if (::fsync(fd_) != 0) fail("fsync", errno);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail("close", errno);
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) fail("rename", errno);
+  committed_ = true;
+  // Make the rename itself durable. Failure here is not fatal: the data is complete and in
+  // place; only a power loss in the next seconds could undo the rename.
+  const int dir = ::open(folder_of(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
+}  // namespace qlt::io

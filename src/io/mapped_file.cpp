@@ -1,0 +1,55 @@
+#include "io/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/errors.h"
+
+namespace qlt::io {
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    user_error("cannot open {}: {}{}", path.string(), std::strerror(err),
+               err == ENOENT ? " (check the path)" : "");
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    user_error("cannot stat {}: {}", path.string(), std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    user_error("{} is not a regular file{}", path.string(),
+               S_ISDIR(st.st_mode) ? " but a directory" : "");
+  }
+  std::shared_ptr<MappedFile> file(new MappedFile());
+  file->path_ = path;
+  file->size_ = static_cast<size_t>(st.st_size);
+  if (file->size_ > 0) {  // mmap rejects length 0
+    void* p = ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      file->size_ = 0;
+      user_error("cannot memory-map {} ({} bytes): {}", path.string(),
+                 static_cast<uint64_t>(st.st_size), std::strerror(err));
+    }
+    file->data_ = static_cast<uint8_t*>(p);
+  }
+  ::close(fd);  // the mapping keeps its own reference to the file
+  return file;
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+}
+
+}  // namespace qlt::io

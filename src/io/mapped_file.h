@@ -1,0 +1,40 @@
+// A whole file mapped into memory, private copy-on-write (the safetensors reader's backing).
+//
+// mmap(MAP_PRIVATE, PROT_READ | PROT_WRITE): tensors built on the mapping may be written to
+// (LibTorch ops expect writable storage), but every written page becomes a private copy and
+// nothing ever reaches the file. Pages are read from disk lazily, so opening a 14 GB model
+// costs nothing until a tensor is touched.
+// Caveat (inherent to mmap): if another process truncates the file while it is mapped, a
+// later read of the vanished pages raises SIGBUS. Never rewrite a model in place while it is
+// being read; our own writers replace files by rename (atomic_file.h), which is safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+
+namespace qlt::io {
+
+class MappedFile {
+ public:
+  // Maps all of `path`. UserError (naming the path) if it cannot be opened or mapped, or is
+  // not a regular file. An empty file gives data() == nullptr, size() == 0.
+  static std::shared_ptr<MappedFile> open(const std::filesystem::path& path);
+
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  MappedFile() = default;
+  std::filesystem::path path_;
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace qlt::io

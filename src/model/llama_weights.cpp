@@ -1,0 +1,120 @@
+#include "model/llama_weights.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <set>
+
+#include "core/errors.h"
+
+namespace qlt::model {
+namespace {
+
+std::string layer_prefix(int64_t i) { return fmt::format("model.layers.{}.", i); }
+
+// Lists at most `limit` entries, then "... and N more".
+std::string summarize(const std::vector<std::string>& items, size_t limit = 8) {
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) out += "\n  " + items[i];
+  if (items.size() > limit) out += fmt::format("\n  ... and {} more", items.size() - limit);
+  return out;
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& c) {
+  const int64_t h = c.hidden_size;
+  std::vector<ExpectedTensor> out = {{"model.embed_tokens.weight", {c.vocab_size, h}}};
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = layer_prefix(i);
+    out.push_back({p + "input_layernorm.weight", {h}});
+    out.push_back({p + "self_attn.q_proj.weight", {c.q_size(), h}});
+    out.push_back({p + "self_attn.k_proj.weight", {c.kv_size(), h}});
+    out.push_back({p + "self_attn.v_proj.weight", {c.kv_size(), h}});
+    out.push_back({p + "self_attn.o_proj.weight", {h, c.q_size()}});
+    out.push_back({p + "post_attention_layernorm.weight", {h}});
+    out.push_back({p + "mlp.gate_proj.weight", {c.intermediate_size, h}});
+    out.push_back({p + "mlp.up_proj.weight", {c.intermediate_size, h}});
+    out.push_back({p + "mlp.down_proj.weight", {h, c.intermediate_size}});
+  }
+  out.push_back({"model.norm.weight", {h}});
+  if (!c.tie_word_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, h}});
+  return out;
+}
+
+void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& c) {
+  std::vector<std::string> missing, wrong_shape, unexpected;
+  std::set<std::string> expected_names;
+  for (const auto& e : expected_llama_tensors(c)) {
+    expected_names.insert(e.name);
+    if (!checkpoint.contains(e.name)) {
+      missing.push_back(fmt::format("{} {}", e.name, e.shape));
+      continue;
+    }
+    const auto& info = checkpoint.info(e.name);
+    if (info.shape != e.shape) {
+      wrong_shape.push_back(fmt::format("{}: file has {}, config.json implies {} ({})", e.name,
+                                        info.shape, e.shape, checkpoint.file_of(e.name).string()));
+    }
+  }
+  for (const auto& name : checkpoint.names()) {
+    if (expected_names.count(name)) continue;
+    // Older checkpoints store the RoPE buffer; a tied model may still carry lm_head.
+    if (name.ends_with("rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && c.tie_word_embeddings) {
+      spdlog::warn("lm_head.weight is ignored: config.json sets tie_word_embeddings");
+      continue;
+    }
+    unexpected.push_back(name);
+  }
+  if (!missing.empty() || !wrong_shape.empty() || !unexpected.empty()) {
+    std::string msg = "the checkpoint does not match its config.json:";
+    if (!missing.empty()) msg += fmt::format("\n missing tensors ({}):{}", missing.size(), summarize(missing));
+    if (!wrong_shape.empty()) msg += fmt::format("\n wrongly shaped tensors ({}):{}", wrong_shape.size(), summarize(wrong_shape));
+    if (!unexpected.empty()) msg += fmt::format("\n unexpected tensors ({}):{}", unexpected.size(), summarize(unexpected));
+    msg += "\n check that config.json and the *.safetensors files come from the same model";
+    throw UserError(msg);
+  }
+}
+
+LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& c,
+                                const LoadOptions& options) {
+  check_llama_tensors(checkpoint, c);
+  // Convert each tensor as soon as it is read (one tensor in flight at a time).
+  auto read = [&](const std::string& name, at::ScalarType dtype) {
+    auto t = checkpoint.tensor(name);
+    if (!t.is_floating_point()) {
+      user_error("{}: tensor {} has dtype {}, expected a floating-point weight",
+                 checkpoint.file_of(name).string(), name, io::safetensors_dtype(t.scalar_type()));
+    }
+    // .to() copies when dtype or device change; a same-dtype CPU tensor stays a view of the
+    // mapped file (read-only use, private mapping).
+    return t.to(options.device, dtype);
+  };
+  auto weight = [&](const std::string& name) { return read(name, options.dtype); };
+  auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
+
+  LlamaWeights w;
+  w.embed_tokens = weight("model.embed_tokens.weight");
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = layer_prefix(i);
+    LlamaLayerWeights l;
+    l.input_layernorm = norm(p + "input_layernorm.weight");
+    l.q_proj = weight(p + "self_attn.q_proj.weight");
+    l.k_proj = weight(p + "self_attn.k_proj.weight");
+    l.v_proj = weight(p + "self_attn.v_proj.weight");
+    l.o_proj = weight(p + "self_attn.o_proj.weight");
+    l.post_attention_layernorm = norm(p + "post_attention_layernorm.weight");
+    l.gate_proj = weight(p + "mlp.gate_proj.weight");
+    l.up_proj = weight(p + "mlp.up_proj.weight");
+    l.down_proj = weight(p + "mlp.down_proj.weight");
+    w.layers.push_back(std::move(l));
+  }
+  w.norm = norm("model.norm.weight");
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : weight("lm_head.weight");
+  return w;
+}
+
+}  // namespace qlt::model

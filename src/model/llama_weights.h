@@ -1,0 +1,53 @@
+// The tensors of a LLaMA checkpoint, checked by name and shape against its config.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "model/llama_config.h"
+
+namespace qlt::model {
+
+struct LlamaLayerWeights {
+  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor q_proj, k_proj, v_proj;    // [q_size, hidden], [kv_size, hidden] x2
+  at::Tensor o_proj;                    // [hidden, q_size]
+  at::Tensor post_attention_layernorm;  // [hidden]
+  at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
+  at::Tensor down_proj;                 // [hidden, intermediate]
+};
+
+struct LlamaWeights {
+  at::Tensor embed_tokens;  // [vocab, hidden]
+  std::vector<LlamaLayerWeights> layers;
+  at::Tensor norm;     // [hidden]
+  at::Tensor lm_head;  // [vocab, hidden]; the same tensor as embed_tokens when tied
+};
+
+// One expected checkpoint tensor: its Hugging Face name and shape.
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor a checkpoint of this config must hold, in file order.
+std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& config);
+
+struct LoadOptions {
+  at::ScalarType dtype = at::kFloat;  // linear weights and embeddings
+  at::Device device = at::kCPU;
+};
+
+// Checks names and shapes without reading data. Missing, unexpected and wrongly shaped tensors
+// are all reported together, by name and shape, in one UserError.
+void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& config);
+
+// Checks (as above), then reads every tensor. Missing, unexpected and wrongly shaped tensors are all
+// reported together, by name and shape, in one UserError. Norm weights stay fp32.
+LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint,
+                                const LlamaConfig& config, const LoadOptions& options);
+
+}  // namespace qlt::model
