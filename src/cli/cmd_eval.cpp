@@ -31,7 +31,7 @@ int run_eval(const EvalArgs& args) {
   const at::Device device = resolve_device(cfg.training.device);
   const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
 
-  auto model = model::load_llama(cfg.model.path, dtype, device);  // checks the directory first
+  auto model = model::load_llama(cfg.model.path, dtype, device, nf4_options(cfg));
   auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
   if (tokenizer.vocab_size() > model.config.vocab_size) {
     user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}: the tokenizer "
@@ -41,8 +41,9 @@ int run_eval(const EvalArgs& args) {
   auto documents = data::read_documents(cfg.data.eval, cfg.data.format);
   auto windows = data::make_eval_windows(documents, tokenizer, cfg.data.max_seq_len);
   if (windows.empty()) user_error("dataset {} yields no token to predict", cfg.data.eval);
-  spdlog::info("eval: {} documents -> {} windows of <= {} tokens on {} ({})", documents.size(),
-               windows.size(), cfg.data.max_seq_len, device.str(), cfg.model.compute_dtype);
+  spdlog::info("eval: {} documents -> {} windows of <= {} tokens on {} ({}, frozen weights {})",
+               documents.size(), windows.size(), cfg.data.max_seq_len, device.str(),
+               cfg.model.compute_dtype, cfg.quantization.type);
 
   auto r = train::evaluate(model, windows, cfg.eval.batch_size, cfg.eval.max_batches,
                            tokenizer.eos_id());
@@ -50,7 +51,8 @@ int run_eval(const EvalArgs& args) {
     nlohmann::json out = {{"dataset", cfg.data.eval},         {"loss", r.loss},
                           {"perplexity", r.perplexity},       {"windows", r.windows},
                           {"predicted_tokens", r.predicted_tokens}, {"seconds", r.seconds},
-                          {"compute_dtype", cfg.model.compute_dtype}, {"device", device.str()}};
+                          {"compute_dtype", cfg.model.compute_dtype}, {"device", device.str()},
+                          {"quantization", cfg.quantization.type}};
     fmt::print("{}\n", out.dump());
   } else {
     fmt::print("eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} windows, {:.1f} s, "

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <regex>
@@ -13,6 +14,7 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "io/safetensors.h"
+#include "quant/nf4.h"
 #include "model/llama_weights.h"
 #include "tokenizer/tokenizer.h"
 
@@ -35,6 +37,44 @@ std::string component_of(const std::string& name) {
   if (name.find("norm") != std::string::npos) return "norms";
   if (name.starts_with("lm_head")) return "lm_head";
   return "other";
+}
+
+bool is_decoder_linear(const std::string& name) {
+  return name.find("_proj.weight") != std::string::npos;
+}
+
+// Quantizes every decoder linear weight (one at a time) and reports bytes, bits per parameter
+// and the relative Frobenius error ||W - deq(q(W))|| / ||W|| per layer.
+// Returns the NF4 bytes of the decoder linear weights.
+int64_t print_nf4_plan(const io::SafetensorsCheckpoint& checkpoint, const model::LlamaConfig& c,
+                       const quant::Nf4Options& nf4) {
+  fmt::print("quantization nf4 (block {}, double quant {})\n", nf4.block_size,
+             nf4.double_quant ? "on" : "off");
+  int64_t params = 0, bytes = 0, stored_bytes = 0;
+  std::map<int64_t, std::pair<double, double>> layer_error;  // layer -> (sum err^2, sum w^2)
+  for (const auto& e : model::expected_llama_tensors(c)) {
+    if (!is_decoder_linear(e.name)) continue;
+    auto w = checkpoint.tensor(e.name);
+    auto q = quant::quantize_nf4(w, nf4);
+    auto w32 = w.to(at::kFloat);
+    const double err = (quant::dequantize_nf4(q, at::kFloat) - w32).pow(2).sum().item<double>();
+    const int64_t layer = std::stoll(e.name.substr(std::string("model.layers.").size()));
+    layer_error[layer].first += err;
+    layer_error[layer].second += w32.pow(2).sum().item<double>();
+    params += q.numel();
+    bytes += q.storage_bytes();
+    stored_bytes += static_cast<int64_t>(w.nbytes());
+  }
+  fmt::print("  decoder linear weights  {} parameters: {} in NF4 (was {}), {:.3f} bits/parameter\n",
+             params, mib(static_cast<double>(bytes)), mib(static_cast<double>(stored_bytes)),
+             8.0 * static_cast<double>(bytes) / static_cast<double>(std::max<int64_t>(params, 1)));
+  fmt::print("  relative error ||W - deq(q(W))|| / ||W|| per layer:");
+  for (const auto& [layer, e] : layer_error) {
+    fmt::print("{}layer {}: {:.4f}", layer % 6 == 0 ? "\n    " : "  ", layer,
+               std::sqrt(e.first / std::max(e.second, 1e-30)));
+  }
+  fmt::print("\n");
+  return bytes;
 }
 
 int run_inspect(const ConfigArgs& args) {
@@ -101,10 +141,20 @@ int run_inspect(const ConfigArgs& args) {
     std::string shape = fmt::format("[{}]", fmt::join(info->shape, ", "));
     fmt::print("  {:<52} {:>3} x {:<14} {}\n", pattern, count, shape, info->dtype);
   }
+  if (auto nf4 = nf4_options(cfg)) {
+    // Decoder linears are held in NF4 instead of the compute dtype.
+    double linear_params = 0;
+    for (const auto& e : model::expected_llama_tensors(c)) {
+      if (is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
+    }
+    compute_bytes += static_cast<double>(print_nf4_plan(checkpoint, c, *nf4)) -
+                     linear_params * compute_elem;
+  }
   fmt::print("memory\n");
   fmt::print("  on disk            {}\n", mib(disk_bytes));
-  fmt::print("  weights in memory  {} ({} compute, norms float32)\n", mib(compute_bytes),
-             cfg.model.compute_dtype);
+  fmt::print("  weights in memory  {} ({} compute, norms float32, decoder linears {})\n",
+             mib(compute_bytes), cfg.model.compute_dtype,
+             cfg.quantization.type == "nf4" ? "NF4" : cfg.model.compute_dtype);
   return kExitOk;
 }
 

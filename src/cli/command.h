@@ -4,6 +4,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <optional>
+
+#include "core/config.h"
+#include "quant/nf4.h"
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -23,6 +28,9 @@ struct ConfigArgs {
   std::vector<std::string> overrides;
 };
 CLI::Option* add_config_args(CLI::App& sub, ConfigArgs& args, bool config_required = true);
+
+// The NF4 options of a config (nullopt for quantization.type "none"); checks the block size.
+std::optional<quant::Nf4Options> nf4_options(const TrainConfig& config);
 
 Command add_config_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);

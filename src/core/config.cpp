@@ -43,6 +43,15 @@ const std::vector<ConfigKey>& config_keys() {
       key("model.compute_dtype", "dtype of activations and of the weights that are not quantized",
           [](auto& c) { return &c.model.compute_dtype; })
           .one_of({"float32", "bfloat16"}),
+      key("quantization.type",
+          "frozen weights of the decoder's linear layers: none (compute dtype) or nf4",
+          [](auto& c) { return &c.quantization.type; })
+          .one_of({"none", "nf4"}),
+      key("quantization.block_size", "NF4 block size (a power of two; 64 is QLoRA's)",
+          [](auto& c) { return &c.quantization.block_size; })
+          .range(32, 4096),  // power of two: checked by quant::check_nf4_block_size
+      key("quantization.double_quant", "quantize the NF4 absmax values too (4.127 vs 4.5 bits)",
+          [](auto& c) { return &c.quantization.double_quant; }),
       key("data.train", "training set, JSONL (read by `train`); may be empty",
           [](auto& c) { return &c.data.train; }),
       key("data.eval", "evaluation set, JSONL (read by `eval`)",

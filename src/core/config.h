@@ -25,6 +25,12 @@ struct ModelConfig {
   std::string compute_dtype = "float32";  // "float32" | "bfloat16"
 };
 
+struct QuantizationConfig {
+  std::string type = "none";  // "none" | "nf4": frozen decoder linears (not embeddings/lm_head)
+  int64_t block_size = 64;    // NF4 block size, power of two 32..4096
+  bool double_quant = true;   // quantize the NF4 absmax values too
+};
+
 struct DataConfig {
   std::string train;                    // JSONL; used by `train` (later issue); may be empty
   std::string eval;                     // JSONL evaluated by `eval`
@@ -45,6 +51,7 @@ struct TrainingConfig {
 
 struct TrainConfig {
   ModelConfig model;
+  QuantizationConfig quantization;
   DataConfig data;
   EvalConfig eval;
   TrainingConfig training;

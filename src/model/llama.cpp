@@ -19,9 +19,9 @@ at::Tensor attention(const LlamaModel& m, const LlamaLayerWeights& l, const at::
   const auto& c = m.config;
   const int64_t B = x.size(0), T = x.size(1);
   // [B, T, heads*D] -> [B, heads, T, D]
-  auto q = at::linear(x, l.q_proj).view({B, T, c.num_attention_heads, c.head_dim}).transpose(1, 2);
-  auto k = at::linear(x, l.k_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
-  auto v = at::linear(x, l.v_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
+  auto q = adapters::frozen_linear(x, l.q_proj).view({B, T, c.num_attention_heads, c.head_dim}).transpose(1, 2);
+  auto k = adapters::frozen_linear(x, l.k_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
+  auto v = adapters::frozen_linear(x, l.v_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   // GQA: each group of heads/kv_heads query heads shares one key/value head.
@@ -30,11 +30,13 @@ at::Tensor attention(const LlamaModel& m, const LlamaLayerWeights& l, const at::
                                               /*enable_gqa=*/c.num_key_value_heads !=
                                                   c.num_attention_heads);
   out = out.transpose(1, 2).reshape({B, T, c.q_size()});
-  return at::linear(out, l.o_proj);
+  return adapters::frozen_linear(out, l.o_proj);
 }
 
 at::Tensor mlp(const LlamaLayerWeights& l, const at::Tensor& x) {
-  return at::linear(at::silu(at::linear(x, l.gate_proj)) * at::linear(x, l.up_proj), l.down_proj);
+  return adapters::frozen_linear(
+      at::silu(adapters::frozen_linear(x, l.gate_proj)) * adapters::frozen_linear(x, l.up_proj),
+      l.down_proj);
 }
 
 }  // namespace
@@ -62,11 +64,11 @@ at::Tensor LlamaModel::logits(const at::Tensor& input_ids) const {
 }
 
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
-                      at::Device device) {
+                      at::Device device, std::optional<quant::Nf4Options> nf4) {
   LlamaModel m;
   m.config = read_llama_config(model_dir);
   auto checkpoint = io::SafetensorsCheckpoint::open(model_dir);
-  m.weights = load_llama_weights(checkpoint, m.config, {compute_dtype, device});
+  m.weights = load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4});
   m.compute_dtype = compute_dtype;
   m.inv_freq = rope_inv_freq(m.config).to(device);
   return m;

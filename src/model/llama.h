@@ -28,9 +28,10 @@ struct LlamaModel {
   at::Tensor logits(const at::Tensor& input_ids) const;
 };
 
-// Loads config.json and the safetensors weights of a Hugging Face LLaMA directory.
+// Loads config.json and the safetensors weights of a Hugging Face LLaMA directory; with `nf4`
+// the decoder's linear weights are quantized as they are read.
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
-                      at::Device device);
+                      at::Device device, std::optional<quant::Nf4Options> nf4 = std::nullopt);
 
 // x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

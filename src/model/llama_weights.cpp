@@ -95,6 +95,12 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   };
   auto weight = [&](const std::string& name) { return read(name, options.dtype); };
   auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
+  auto linear = [&](const std::string& name) -> adapters::FrozenWeight {
+    if (!options.nf4) return {weight(name), std::nullopt};
+    // Quantize from the stored dtype on the target device; the dense copy dies here.
+    auto stored = checkpoint.tensor(name).to(options.device);
+    return {at::Tensor(), quant::quantize_nf4(stored, *options.nf4)};
+  };
 
   LlamaWeights w;
   w.embed_tokens = weight("model.embed_tokens.weight");
@@ -102,14 +108,14 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
     const std::string p = layer_prefix(i);
     LlamaLayerWeights l;
     l.input_layernorm = norm(p + "input_layernorm.weight");
-    l.q_proj = weight(p + "self_attn.q_proj.weight");
-    l.k_proj = weight(p + "self_attn.k_proj.weight");
-    l.v_proj = weight(p + "self_attn.v_proj.weight");
-    l.o_proj = weight(p + "self_attn.o_proj.weight");
+    l.q_proj = linear(p + "self_attn.q_proj.weight");
+    l.k_proj = linear(p + "self_attn.k_proj.weight");
+    l.v_proj = linear(p + "self_attn.v_proj.weight");
+    l.o_proj = linear(p + "self_attn.o_proj.weight");
     l.post_attention_layernorm = norm(p + "post_attention_layernorm.weight");
-    l.gate_proj = weight(p + "mlp.gate_proj.weight");
-    l.up_proj = weight(p + "mlp.up_proj.weight");
-    l.down_proj = weight(p + "mlp.down_proj.weight");
+    l.gate_proj = linear(p + "mlp.gate_proj.weight");
+    l.up_proj = linear(p + "mlp.up_proj.weight");
+    l.down_proj = linear(p + "mlp.down_proj.weight");
     w.layers.push_back(std::move(l));
   }
   w.norm = norm("model.norm.weight");

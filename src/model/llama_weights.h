@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/frozen_weight.h"
 #include "io/safetensors.h"
 #include "model/llama_config.h"
 
@@ -13,11 +14,12 @@ namespace qlt::model {
 
 struct LlamaLayerWeights {
   at::Tensor input_layernorm;           // [hidden]
-  at::Tensor q_proj, k_proj, v_proj;    // [q_size, hidden], [kv_size, hidden] x2
-  at::Tensor o_proj;                    // [hidden, q_size]
-  at::Tensor post_attention_layernorm;  // [hidden]
-  at::Tensor gate_proj, up_proj;        // [intermediate, hidden]
-  at::Tensor down_proj;                 // [hidden, intermediate]
+  // Frozen linear weights, dense or NF4:
+  adapters::FrozenWeight q_proj, k_proj, v_proj;  // [q_size, hidden], [kv_size, hidden] x2
+  adapters::FrozenWeight o_proj;                  // [hidden, q_size]
+  at::Tensor post_attention_layernorm;            // [hidden]
+  adapters::FrozenWeight gate_proj, up_proj;      // [intermediate, hidden]
+  adapters::FrozenWeight down_proj;               // [hidden, intermediate]
 };
 
 struct LlamaWeights {
@@ -39,6 +41,10 @@ std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& config);
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // linear weights and embeddings
   at::Device device = at::kCPU;
+  // When set, every decoder linear weight is quantized to NF4 on `device` as soon as it is
+  // read, so peak memory stays near one weight in full precision plus the quantized model.
+  // Embeddings, lm_head and norms stay in high precision (as bitsandbytes does).
+  std::optional<quant::Nf4Options> nf4;
 };
 
 // Checks names and shapes without reading data. Missing, unexpected and wrongly shaped tensors
