@@ -1,0 +1,74 @@
+// The CUDA kernels of qlora-train as a plain C++ API on raw device pointers and a
+// cudaStream_t. No LibTorch here, so kernels/ compiles with nvcc on machines without a GPU;
+// src/quant/nf4_cuda.cpp adapts these calls to at::Tensor (DESIGN.md §2, §6).
+//
+// Semantics: bitsandbytes 0.50.2 on the CPU, bit for bit (kernels/nf4_layout.h,
+// tests/fixtures/README.md "bitsandbytes 0.50.2 NF4 algorithm on the CPU"); the CPU reference
+// is src/quant/nf4.cpp and tests/gpu/ compares the two exactly.
+//
+// Conventions of every function below:
+//   - all pointers are device pointers (or managed memory); element counts are int64;
+//   - work is enqueued on `stream` and nothing synchronizes; the caller owns all buffers;
+//   - invalid arguments (block size not a power of two in [32, 4096], negative counts, null
+//     pointers when there is work to do) throw std::invalid_argument naming the function;
+//   - CUDA errors throw std::runtime_error "file:line: expression: error" (cuda_check.h);
+//   - n == 0 is a no-op (null pointers are then allowed).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace qlt::kernels {
+
+// Floating-point element types of inputs and outputs.
+enum class DType { kF32, kF16, kBF16 };
+
+// First-level NF4 quantization of a flat tensor.
+//   x       [n] of `dtype` (fp32 / fp16 / bf16), the weight flattened row-major
+//   packed  [(n+1)/2] uint8: byte j = (code[2j] << 4) | code[2j+1]; for odd n the last low
+//           nibble is the pad code 7 (0.0)
+//   absmax  [ceil(n/block_size)] fp32: max|x| per block; full blocks store it unclamped (0 for
+//           an all-zero block), the partial last block stores max(max|x|, 1e-38f)
+// Full blocks normalize with x * (1/absmax), the partial last block with a true division.
+void nf4_quantize(const void* x, DType dtype, int64_t n, int block_size, uint8_t* packed,
+                  float* absmax, cudaStream_t stream);
+
+// Double quantization of the first-level absmax (bitsandbytes compress_statistics).
+//   absmax         [n_blocks] fp32 (output of nf4_quantize)
+//   offset         mean(absmax), computed by the caller: bnb's value is LibTorch's fp32 mean
+//                  on the CPU, whose summation order a device reduction would not reproduce
+//   codes          [n_blocks] uint8: signed 8-bit dynamic-map codes of absmax - offset
+//   nested_absmax  [ceil(n_blocks/256)] fp32: max|absmax - offset| per nested block of 256
+void nf4_double_quantize(const float* absmax, int64_t n_blocks, float offset, uint8_t* codes,
+                         float* nested_absmax, cudaStream_t stream);
+
+// A quantized weight on the device, as nf4_quantize (+ nf4_double_quantize) produce it.
+// Without double quant set `absmax`; with it set `absmax_codes`, `nested_absmax` and `offset`
+// (absmax_codes != nullptr selects double quant; exactly one of absmax / absmax_codes).
+struct Nf4DeviceWeight {
+  const uint8_t* packed = nullptr;        // [(n+1)/2] uint8, two codes per byte
+  const float* absmax = nullptr;          // [n_blocks] fp32 (no double quant)
+  const uint8_t* absmax_codes = nullptr;  // [n_blocks] uint8 (double quant)
+  const float* nested_absmax = nullptr;   // [ceil(n_blocks/256)] fp32 (double quant)
+  float offset = 0.0f;                    // mean of the absmax values (double quant)
+  int64_t n = 0;                          // number of weight elements
+  int block_size = 64;                    // power of two in [32, 4096]
+};
+
+// Dequantization: out[i] = cast(codebook[code_i] * absmax[i / block_size]), one fp32
+// multiply and one round-to-nearest-even cast; with double quant
+// absmax[b] = dynamic_map[codes[b]] * nested_absmax[b / 256], then + offset (two roundings,
+// no FMA).
+//   out  [n] of `out_dtype`
+// Fast path when packed is 4-byte and out 16-byte aligned (any cudaMalloc / caching-allocator
+// buffer); other alignments take a slower scalar path with identical results.
+void nf4_dequantize(const Nf4DeviceWeight& weight, void* out, DType out_dtype, cudaStream_t stream);
+
+// The nested code table as the device computes it: lut[i] = number of dynamic-map midpoints
+// strictly below (2i / 65535) - 1, i in [0, 65536). nf4_double_quantize uses the same device
+// function; tests compare this with nf4::build_nested_lut.
+//   lut  [65536] uint8
+void nf4_nested_lut(uint8_t* lut, cudaStream_t stream);
+
+}  // namespace qlt::kernels
