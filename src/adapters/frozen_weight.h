@@ -12,7 +12,7 @@
 namespace qlt::adapters {
 
 struct FrozenWeight {
-  at::Tensor dense;                  // [out, in] in the compute dtype, when not quantized
+  at::Tensor dense;                     // [out, in] in the compute dtype, when not quantized
   std::optional<quant::Nf4Tensor> nf4;  // when quantized (logical shape [out, in])
 
   bool quantized() const { return nf4.has_value(); }

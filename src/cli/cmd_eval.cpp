@@ -34,9 +34,10 @@ int run_eval(const EvalArgs& args) {
   auto model = model::load_llama(cfg.model.path, dtype, device, nf4_options(cfg));
   auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
   if (tokenizer.vocab_size() > model.config.vocab_size) {
-    user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}: the tokenizer "
-               "does not belong to this model",
-               cfg.model.path, tokenizer.vocab_size(), model.config.vocab_size);
+    user_error(
+        "{}/tokenizer.model has {} tokens but config.json's vocab_size is {}: the tokenizer "
+        "does not belong to this model",
+        cfg.model.path, tokenizer.vocab_size(), model.config.vocab_size);
   }
   auto documents = data::read_documents(cfg.data.eval, cfg.data.format);
   auto windows = data::make_eval_windows(documents, tokenizer, cfg.data.max_seq_len);
@@ -48,17 +49,22 @@ int run_eval(const EvalArgs& args) {
   auto r = train::evaluate(model, windows, cfg.eval.batch_size, cfg.eval.max_batches,
                            tokenizer.eos_id());
   if (args.json) {
-    nlohmann::json out = {{"dataset", cfg.data.eval},         {"loss", r.loss},
-                          {"perplexity", r.perplexity},       {"windows", r.windows},
-                          {"predicted_tokens", r.predicted_tokens}, {"seconds", r.seconds},
-                          {"compute_dtype", cfg.model.compute_dtype}, {"device", device.str()},
+    nlohmann::json out = {{"dataset", cfg.data.eval},
+                          {"loss", r.loss},
+                          {"perplexity", r.perplexity},
+                          {"windows", r.windows},
+                          {"predicted_tokens", r.predicted_tokens},
+                          {"seconds", r.seconds},
+                          {"compute_dtype", cfg.model.compute_dtype},
+                          {"device", device.str()},
                           {"quantization", cfg.quantization.type}};
     fmt::print("{}\n", out.dump());
   } else {
-    fmt::print("eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} windows, {:.1f} s, "
-               "{:.0f} tokens/s)\n",
-               cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows, r.seconds,
-               static_cast<double>(r.predicted_tokens) / std::max(r.seconds, 1e-9));
+    fmt::print(
+        "eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} windows, {:.1f} s, "
+        "{:.0f} tokens/s)\n",
+        cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows, r.seconds,
+        static_cast<double>(r.predicted_tokens) / std::max(r.seconds, 1e-9));
   }
   return kExitOk;
 }

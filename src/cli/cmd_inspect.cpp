@@ -14,8 +14,8 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "io/safetensors.h"
-#include "quant/nf4.h"
 #include "model/llama_weights.h"
+#include "quant/nf4.h"
 #include "tokenizer/tokenizer.h"
 
 namespace qlt::cli {
@@ -147,8 +147,8 @@ int run_inspect(const ConfigArgs& args) {
     for (const auto& e : model::expected_llama_tensors(c)) {
       if (is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
     }
-    compute_bytes += static_cast<double>(print_nf4_plan(checkpoint, c, *nf4)) -
-                     linear_params * compute_elem;
+    compute_bytes +=
+        static_cast<double>(print_nf4_plan(checkpoint, c, *nf4)) - linear_params * compute_elem;
   }
   fmt::print("memory\n");
   fmt::print("  on disk            {}\n", mib(disk_bytes));

@@ -3,21 +3,19 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
+#include <functional>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "quant/nf4.h"
 
-#include <functional>
-#include <string>
-#include <vector>
-
 namespace qlt::cli {
 
 struct Command {
-  CLI::App* app = nullptr;    // the registered subcommand
-  std::function<int()> run;   // runs it; returns the exit code
+  CLI::App* app = nullptr;   // the registered subcommand
+  std::function<int()> run;  // runs it; returns the exit code
 };
 
 // --config FILE and repeatable --set dotted.key=value, shared by commands that take a config.

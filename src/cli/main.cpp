@@ -1,10 +1,10 @@
 // qlora-train: entry point. Parses the command line, dispatches to one subcommand, and maps
 // errors to exit codes (DESIGN.md §1): 0 ok, 1 runtime failure, 2 bad input.
-#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <torch/version.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <vector>
@@ -14,9 +14,10 @@
 #include "core/logging.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"qlora-train: fine-tune LLaMA-family models with quantized frozen weights and "
-               "small trainable adapters, on one GPU or a CPU.",
-               "qlora-train"};
+  CLI::App app{
+      "qlora-train: fine-tune LLaMA-family models with quantized frozen weights and "
+      "small trainable adapters, on one GPU or a CPU.",
+      "qlora-train"};
   app.set_version_flag("--version", fmt::format("qlora-train 0.1.0 (LibTorch {})", TORCH_VERSION));
   app.require_subcommand(1);
   app.fallthrough();  // global options (--log-level) may also follow the subcommand

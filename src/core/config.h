@@ -11,17 +11,16 @@
 // optimizer, schedule, checkpoint, logging) as their features land.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace qlt {
 
 struct ModelConfig {
-  std::string path;                     // required: Hugging Face LLaMA directory
+  std::string path;                       // required: Hugging Face LLaMA directory
   std::string compute_dtype = "float32";  // "float32" | "bfloat16"
 };
 
@@ -32,21 +31,21 @@ struct QuantizationConfig {
 };
 
 struct DataConfig {
-  std::string train;                    // JSONL; used by `train` (later issue); may be empty
-  std::string eval;                     // JSONL evaluated by `eval`
-  std::string format = "text";          // "text" ({"text": ...} per line)
-  int64_t max_seq_len = 256;            // tokens per window, 2..1048576
+  std::string train;            // JSONL; used by `train` (later issue); may be empty
+  std::string eval;             // JSONL evaluated by `eval`
+  std::string format = "text";  // "text" ({"text": ...} per line)
+  int64_t max_seq_len = 256;    // tokens per window, 2..1048576
 };
 
 struct EvalConfig {
-  int64_t batch_size = 8;               // windows per forward pass, 1..65536
-  int64_t max_batches = 0;              // 0 = the whole eval set
+  int64_t batch_size = 8;   // windows per forward pass, 1..65536
+  int64_t max_batches = 0;  // 0 = the whole eval set
 };
 
 struct TrainingConfig {
-  std::string device = "auto";          // "auto" | "cpu" | "cuda" | "cuda:N"
-  int64_t threads = 0;                  // CPU threads for LibTorch, 0..4096; 0 = LibTorch's default
-  int64_t seed = 42;                    // 0..2^63-1
+  std::string device = "auto";  // "auto" | "cpu" | "cuda" | "cuda:N"
+  int64_t threads = 0;          // CPU threads for LibTorch, 0..4096; 0 = LibTorch's default
+  int64_t seed = 42;            // 0..2^63-1
 };
 
 struct TrainConfig {

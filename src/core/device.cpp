@@ -1,7 +1,7 @@
 #include "core/device.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
 
 #include "core/errors.h"
 
@@ -13,15 +13,15 @@ at::Device resolve_device(const std::string& spec) {
   if (spec == "cpu") return at::kCPU;
   if (spec.starts_with("cuda")) {
     if (!have_cuda) {
-      user_error("training.device is \"{}\" but this build of qlora-train has no CUDA (or the "
-                 "machine has no GPU); set training.device to \"cpu\" or \"auto\", or build with "
-                 "-DQLT_CUDA=ON on a GPU machine",
-                 spec);
+      user_error(
+          "training.device is \"{}\" but this build of qlora-train has no CUDA (or the "
+          "machine has no GPU); set training.device to \"cpu\" or \"auto\", or build with "
+          "-DQLT_CUDA=ON on a GPU machine",
+          spec);
     }
     at::Device device(spec);
     if (device.index() >= static_cast<int>(at::getNumGPUs())) {
-      user_error("training.device is \"{}\" but the machine has {} GPU(s)", spec,
-                 at::getNumGPUs());
+      user_error("training.device is \"{}\" but the machine has {} GPU(s)", spec, at::getNumGPUs());
     }
     return device;
   }

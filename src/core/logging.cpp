@@ -11,7 +11,8 @@ void setup_logging(const std::string& level) {
   auto parsed = spdlog::level::from_str(level);
   // from_str maps unknown names to "off"; only "off" itself may mean off.
   if (parsed == spdlog::level::off && level != "off") {
-    user_error("--log-level: unknown level '{}'; use trace, debug, info, warn, error or off", level);
+    user_error("--log-level: unknown level '{}'; use trace, debug, info, warn, error or off",
+               level);
   }
   auto logger = spdlog::get("qlt");
   if (!logger) {

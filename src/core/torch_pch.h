@@ -3,11 +3,12 @@
 // it is used.
 #pragma once
 #include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/types.h>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>

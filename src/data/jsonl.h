@@ -1,11 +1,10 @@
 // JSON Lines reading with errors that name file and line.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 
 namespace qlt::data {
 

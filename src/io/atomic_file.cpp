@@ -33,7 +33,8 @@ AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
     user_error("cannot write {}: the path names a folder", path_.string());
   for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
     temp_path_ = temp_name_for(path_);
-    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                 0666);  // minus umask, like any new file
     if (fd_ < 0 && errno != EEXIST) break;
   }
   if (fd_ < 0) {

@@ -34,7 +34,11 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::filesystem::path& path) 
   file->path_ = path;
   file->size_ = static_cast<size_t>(st.st_size);
   if (file->size_ > 0) {  // mmap rejects length 0
-    void* p = ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    // MAP_NORESERVE: a private writable mapping would otherwise be charged in full against
+    // the overcommit limit, so a model larger than RAM + swap could not be mapped at all,
+    // although only pages actually written are ever copied.
+    void* p =
+        ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED) {
       const int err = errno;
       ::close(fd);

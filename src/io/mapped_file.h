@@ -3,7 +3,8 @@
 // mmap(MAP_PRIVATE, PROT_READ | PROT_WRITE): tensors built on the mapping may be written to
 // (LibTorch ops expect writable storage), but every written page becomes a private copy and
 // nothing ever reaches the file. Pages are read from disk lazily, so opening a 14 GB model
-// costs nothing until a tensor is touched.
+// costs nothing until a tensor is touched. MAP_NORESERVE keeps the kernel from reserving
+// memory for copies that are never made.
 // Caveat (inherent to mmap): if another process truncates the file while it is mapped, a
 // later read of the vanished pages raises SIGBUS. Never rewrite a model in place while it is
 // being read; our own writers replace files by rename (atomic_file.h), which is safe.

@@ -54,7 +54,10 @@ class SafetensorsFile {
 
   // CPU tensor of the stored dtype and shape. Shares the mapping (no copy) when the data is
   // aligned for its dtype; otherwise a copy. The mapping stays alive while any tensor does.
-  // Writing to the tensor never changes the file (private mapping).
+  // Writing to the tensor never changes the file (private mapping), but it is seen by later
+  // tensor() calls for that name on this object, which share the mapping: clone() before
+  // modifying in place if the original values are needed again. A BOOL byte other than 0/1
+  // is a UserError.
   at::Tensor tensor(const std::string& name) const;
 
  private:

@@ -22,8 +22,8 @@ LossSum causal_lm_loss(const at::Tensor& hidden, const at::Tensor& lm_head,
     const int64_t counted = t.ne(kIgnoreIndex).sum().item<int64_t>();
     if (counted == 0) continue;
     auto logits = at::linear(h.narrow(0, start, n), lm_head).to(at::kFloat);
-    out.sum = out.sum + at::cross_entropy_loss(logits, t, /*weight=*/{}, at::Reduction::Sum,
-                                               kIgnoreIndex);
+    out.sum = out.sum +
+              at::cross_entropy_loss(logits, t, /*weight=*/{}, at::Reduction::Sum, kIgnoreIndex);
     out.count += counted;
   }
   return out;

@@ -19,16 +19,22 @@ at::Tensor attention(const LlamaModel& m, const LlamaLayerWeights& l, const at::
   const auto& c = m.config;
   const int64_t B = x.size(0), T = x.size(1);
   // [B, T, heads*D] -> [B, heads, T, D]
-  auto q = adapters::frozen_linear(x, l.q_proj).view({B, T, c.num_attention_heads, c.head_dim}).transpose(1, 2);
-  auto k = adapters::frozen_linear(x, l.k_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
-  auto v = adapters::frozen_linear(x, l.v_proj).view({B, T, c.num_key_value_heads, c.head_dim}).transpose(1, 2);
+  auto q = adapters::frozen_linear(x, l.q_proj)
+               .view({B, T, c.num_attention_heads, c.head_dim})
+               .transpose(1, 2);
+  auto k = adapters::frozen_linear(x, l.k_proj)
+               .view({B, T, c.num_key_value_heads, c.head_dim})
+               .transpose(1, 2);
+  auto v = adapters::frozen_linear(x, l.v_proj)
+               .view({B, T, c.num_key_value_heads, c.head_dim})
+               .transpose(1, 2);
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
   // GQA: each group of heads/kv_heads query heads shares one key/value head.
-  auto out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                              /*is_causal=*/true, /*scale=*/std::nullopt,
-                                              /*enable_gqa=*/c.num_key_value_heads !=
-                                                  c.num_attention_heads);
+  auto out = at::scaled_dot_product_attention(
+      q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+      /*is_causal=*/true, /*scale=*/std::nullopt,
+      /*enable_gqa=*/c.num_key_value_heads != c.num_attention_heads);
   out = out.transpose(1, 2).reshape({B, T, c.q_size()});
   return adapters::frozen_linear(out, l.o_proj);
 }

@@ -13,9 +13,10 @@ using nlohmann::json;
 template <typename T>
 T required(const json& j, const char* key, const std::string& origin) {
   if (!j.contains(key)) {
-    user_error("{}: missing field \"{}\"; a LLaMA config.json needs it (re-export the model with "
-               "transformers' save_pretrained)",
-               origin, key);
+    user_error(
+        "{}: missing field \"{}\"; a LLaMA config.json needs it (re-export the model with "
+        "transformers' save_pretrained)",
+        origin, key);
   }
   try {
     return j.at(key).get<T>();
@@ -85,7 +86,8 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& origin) {
   c.intermediate_size = required<int64_t>(j, "intermediate_size", origin);
   c.num_hidden_layers = required<int64_t>(j, "num_hidden_layers", origin);
   c.num_attention_heads = required<int64_t>(j, "num_attention_heads", origin);
-  for (auto [value, key] : {std::pair{c.vocab_size, "vocab_size"}, {c.hidden_size, "hidden_size"},
+  for (auto [value, key] : {std::pair{c.vocab_size, "vocab_size"},
+                            {c.hidden_size, "hidden_size"},
                             {c.intermediate_size, "intermediate_size"},
                             {c.num_hidden_layers, "num_hidden_layers"},
                             {c.num_attention_heads, "num_attention_heads"}}) {
@@ -102,10 +104,10 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& origin) {
     user_error("{}: hidden_size ({}) is not divisible by num_attention_heads ({})", origin,
                c.hidden_size, c.num_attention_heads);
   }
-  c.head_dim =
-      optional<int64_t>(j, "head_dim", c.hidden_size / c.num_attention_heads, origin);
+  c.head_dim = optional<int64_t>(j, "head_dim", c.hidden_size / c.num_attention_heads, origin);
   check_positive(c.head_dim, "head_dim", origin);
-  if (c.head_dim % 2 != 0) user_error("{}: head_dim ({}) must be even for RoPE", origin, c.head_dim);
+  if (c.head_dim % 2 != 0)
+    user_error("{}: head_dim ({}) must be even for RoPE", origin, c.head_dim);
   c.max_position_embeddings =
       optional<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, origin);
   c.rms_norm_eps = optional<double>(j, "rms_norm_eps", c.rms_norm_eps, origin);
@@ -122,7 +124,8 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& origin) {
   auto first_id = [&](const char* key, int64_t fallback) -> int64_t {
     if (!j.contains(key) || j.at(key).is_null()) return fallback;
     const json& v = j.at(key);
-    if (v.is_array() && !v.empty() && v.front().is_number_integer()) return v.front().get<int64_t>();
+    if (v.is_array() && !v.empty() && v.front().is_number_integer())
+      return v.front().get<int64_t>();
     return required<int64_t>(j, key, origin);
   };
   c.bos_token_id = first_id("bos_token_id", c.bos_token_id);
@@ -132,16 +135,18 @@ LlamaConfig llama_config_from_json(const json& j, const std::string& origin) {
 
 LlamaConfig read_llama_config(const std::filesystem::path& model_dir) {
   if (!std::filesystem::is_directory(model_dir)) {
-    user_error("model directory {} does not exist; set model.path to a Hugging Face LLaMA "
-               "directory (config.json, *.safetensors, tokenizer.model)",
-               model_dir.string());
+    user_error(
+        "model directory {} does not exist; set model.path to a Hugging Face LLaMA "
+        "directory (config.json, *.safetensors, tokenizer.model)",
+        model_dir.string());
   }
   auto file = model_dir / "config.json";
   std::ifstream in(file);
   if (!in) {
-    user_error("{}: not found; model.path must be a Hugging Face model directory with a "
-               "config.json",
-               file.string());
+    user_error(
+        "{}: not found; model.path must be a Hugging Face model directory with a "
+        "config.json",
+        file.string());
   }
   json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) user_error("{}: not valid JSON", file.string());

@@ -1,10 +1,9 @@
 // LlamaConfig: the architecture fields of a Hugging Face LLaMA config.json.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace qlt::model {

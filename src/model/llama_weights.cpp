@@ -71,9 +71,13 @@ void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const Llam
   }
   if (!missing.empty() || !wrong_shape.empty() || !unexpected.empty()) {
     std::string msg = "the checkpoint does not match its config.json:";
-    if (!missing.empty()) msg += fmt::format("\n missing tensors ({}):{}", missing.size(), summarize(missing));
-    if (!wrong_shape.empty()) msg += fmt::format("\n wrongly shaped tensors ({}):{}", wrong_shape.size(), summarize(wrong_shape));
-    if (!unexpected.empty()) msg += fmt::format("\n unexpected tensors ({}):{}", unexpected.size(), summarize(unexpected));
+    if (!missing.empty())
+      msg += fmt::format("\n missing tensors ({}):{}", missing.size(), summarize(missing));
+    if (!wrong_shape.empty())
+      msg += fmt::format("\n wrongly shaped tensors ({}):{}", wrong_shape.size(),
+                         summarize(wrong_shape));
+    if (!unexpected.empty())
+      msg += fmt::format("\n unexpected tensors ({}):{}", unexpected.size(), summarize(unexpected));
     msg += "\n check that config.json and the *.safetensors files come from the same model";
     throw UserError(msg);
   }

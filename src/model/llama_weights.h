@@ -13,7 +13,7 @@
 namespace qlt::model {
 
 struct LlamaLayerWeights {
-  at::Tensor input_layernorm;           // [hidden]
+  at::Tensor input_layernorm;  // [hidden]
   // Frozen linear weights, dense or NF4:
   adapters::FrozenWeight q_proj, k_proj, v_proj;  // [q_size, hidden], [kv_size, hidden] x2
   adapters::FrozenWeight o_proj;                  // [hidden, q_size]
@@ -51,8 +51,8 @@ struct LoadOptions {
 // are all reported together, by name and shape, in one UserError.
 void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& config);
 
-// Checks (as above), then reads every tensor. Missing, unexpected and wrongly shaped tensors are all
-// reported together, by name and shape, in one UserError. Norm weights stay fp32.
+// Checks (as above), then reads every tensor. Missing, unexpected and wrongly shaped tensors are
+// all reported together, by name and shape, in one UserError. Norm weights stay fp32.
 LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint,
                                 const LlamaConfig& config, const LoadOptions& options);
 

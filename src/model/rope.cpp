@@ -21,8 +21,8 @@ at::Tensor rope_inv_freq(const LlamaConfig& config) {
   auto scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
   auto smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
   auto smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
-  auto medium = at::logical_not(wavelen < high_freq_wavelen) &
-                at::logical_not(wavelen > low_freq_wavelen);
+  auto medium =
+      at::logical_not(wavelen < high_freq_wavelen) & at::logical_not(wavelen > low_freq_wavelen);
   return at::where(medium, smoothed, scaled);
 }
 

@@ -72,12 +72,14 @@ void double_quantize(const float* absmax, int64_t n_blocks, float offset, uint8_
 #if !defined(QLT_WITH_CUDA)
 // CPU build: a CUDA tensor cannot normally exist here; if one does, say which op is missing.
 Nf4Tensor quantize_nf4_cuda(const at::Tensor&, const Nf4Options&) {
-  user_error("nf4 quantize: the tensor is on CUDA but this build has no CUDA kernels; rebuild "
-             "with -DQLT_CUDA=ON");
+  user_error(
+      "nf4 quantize: the tensor is on CUDA but this build has no CUDA kernels; rebuild "
+      "with -DQLT_CUDA=ON");
 }
 void dequantize_nf4_cuda_into(const Nf4Tensor&, at::Tensor&) {
-  user_error("nf4 dequantize: the tensor is on CUDA but this build has no CUDA kernels; rebuild "
-             "with -DQLT_CUDA=ON");
+  user_error(
+      "nf4 dequantize: the tensor is on CUDA but this build has no CUDA kernels; rebuild "
+      "with -DQLT_CUDA=ON");
 }
 #endif
 
@@ -106,9 +108,10 @@ Nf4Tensor Nf4Tensor::to(at::Device device) const {
 void check_nf4_block_size(int64_t block_size, const std::string& what) {
   const bool power_of_two = block_size > 0 && (block_size & (block_size - 1)) == 0;
   if (!power_of_two || block_size < nf4::kMinBlockSize || block_size > nf4::kMaxBlockSize) {
-    user_error("{}: NF4 block size {} is not supported; use a power of two from {} to {} "
-               "(64 is the QLoRA default)",
-               what, block_size, nf4::kMinBlockSize, nf4::kMaxBlockSize);
+    user_error(
+        "{}: NF4 block size {} is not supported; use a power of two from {} to {} "
+        "(64 is the QLoRA default)",
+        what, block_size, nf4::kMinBlockSize, nf4::kMaxBlockSize);
   }
 }
 
@@ -143,11 +146,13 @@ Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options) {
       if (end - start == block) {
         // Full block: multiply by the fp32 reciprocal; store the unclamped absmax.
         const float inv = 1.0f / clamped;
-        for (int64_t i = start; i < end; ++i) codes[i] = nf4_code(std::clamp(xs[i] * inv, -1.0f, 1.0f));
+        for (int64_t i = start; i < end; ++i)
+          codes[i] = nf4_code(std::clamp(xs[i] * inv, -1.0f, 1.0f));
         am[b] = a;
       } else {
         // Partial last block: a true division; store the clamped absmax (bnb's default backend).
-        for (int64_t i = start; i < end; ++i) codes[i] = nf4_code(std::clamp(xs[i] / clamped, -1.0f, 1.0f));
+        for (int64_t i = start; i < end; ++i)
+          codes[i] = nf4_code(std::clamp(xs[i] / clamped, -1.0f, 1.0f));
         am[b] = clamped;
       }
     }
@@ -203,16 +208,19 @@ void dequantize_nf4_into(const Nf4Tensor& q, at::Tensor& out) {
     const uint8_t code = (i % 2 == 0) ? nf4::nf4_high(byte) : nf4::nf4_low(byte);
     return nf4::kCodebook[code] * am[i / block];
   };
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "nf4_dequantize", [&] {
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, n, 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) o[i] = static_cast<scalar_t>(value(i));
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "nf4_dequantize",
+                                  [&] {
+                                    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+                                    at::parallel_for(0, n, 1 << 14, [&](int64_t i0, int64_t i1) {
+                                      for (int64_t i = i0; i < i1; ++i)
+                                        o[i] = static_cast<scalar_t>(value(i));
+                                    });
+                                  });
 }
 
 at::Tensor dequantize_nf4(const Nf4Tensor& q, std::optional<at::ScalarType> dtype) {
-  auto out = at::empty(q.shape, at::TensorOptions().dtype(dtype.value_or(q.dtype)).device(q.device()));
+  auto out =
+      at::empty(q.shape, at::TensorOptions().dtype(dtype.value_or(q.dtype)).device(q.device()));
   dequantize_nf4_into(q, out);
   return out;
 }

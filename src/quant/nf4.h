@@ -15,18 +15,18 @@
 namespace qlt::quant {
 
 struct Nf4Options {
-  int64_t block_size = 64;    // power of two in [32, 4096]
-  bool double_quant = true;   // quantize the absmax values too (4.127 instead of 4.5 bits)
+  int64_t block_size = 64;   // power of two in [32, 4096]
+  bool double_quant = true;  // quantize the absmax values too (4.127 instead of 4.5 bits)
 };
 
 // A weight in bitsandbytes' 4-bit layout (the tensors of its safetensors, same names).
 struct Nf4Tensor {
-  at::Tensor packed;         // [(n+1)/2, 1] uint8, two codes per byte (first = high nibble)
-  at::Tensor absmax;         // [n_blocks] uint8 codes with double quant, else fp32
-  at::Tensor nested_absmax;  // [ceil(n_blocks/256)] fp32; double quant only (else undefined)
-  float offset = 0.0f;       // mean of the absmax values; double quant only
-  std::vector<int64_t> shape;          // logical shape, e.g. [out, in]
-  at::ScalarType dtype = at::kFloat;   // dtype of the original weight (and of dequantize)
+  at::Tensor packed;           // [(n+1)/2, 1] uint8, two codes per byte (first = high nibble)
+  at::Tensor absmax;           // [n_blocks] uint8 codes with double quant, else fp32
+  at::Tensor nested_absmax;    // [ceil(n_blocks/256)] fp32; double quant only (else undefined)
+  float offset = 0.0f;         // mean of the absmax values; double quant only
+  std::vector<int64_t> shape;  // logical shape, e.g. [out, in]
+  at::ScalarType dtype = at::kFloat;  // dtype of the original weight (and of dequantize)
   int64_t block_size = 64;
 
   bool double_quant() const { return nested_absmax.defined(); }

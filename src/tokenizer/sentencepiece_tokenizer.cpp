@@ -14,9 +14,10 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer Tokenizer::load(const std::filesystem::path& model_dir) {
   auto file = model_dir / "tokenizer.model";
   if (!std::filesystem::exists(file)) {
-    user_error("{}: not found; the model directory needs the SentencePiece tokenizer.model "
-               "(copy it from the original model)",
-               file.string());
+    user_error(
+        "{}: not found; the model directory needs the SentencePiece tokenizer.model "
+        "(copy it from the original model)",
+        file.string());
   }
   return load_file(file);
 }
@@ -26,9 +27,10 @@ Tokenizer Tokenizer::load_file(const std::filesystem::path& file) {
   t.path_ = file;
   auto status = t.sp_->Load(file.string());
   if (!status.ok()) {
-    user_error("{}: not a SentencePiece model ({}); replace it with the model's original "
-               "tokenizer.model",
-               file.string(), status.ToString());
+    user_error(
+        "{}: not a SentencePiece model ({}); replace it with the model's original "
+        "tokenizer.model",
+        file.string(), status.ToString());
   }
   if (t.sp_->GetPieceSize() <= 0) user_error("{}: the SentencePiece model is empty", file.string());
   return t;

@@ -10,8 +10,9 @@
 
 namespace qlt::train {
 
-EvalResult evaluate(const model::LlamaModel& model, const std::vector<std::vector<int64_t>>& windows,
-                    int64_t batch_size, int64_t max_batches, int64_t pad_id) {
+EvalResult evaluate(const model::LlamaModel& model,
+                    const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
+                    int64_t max_batches, int64_t pad_id) {
   at::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   EvalResult result;
@@ -28,7 +29,8 @@ EvalResult evaluate(const model::LlamaModel& model, const std::vector<std::vecto
     result.windows += static_cast<int64_t>(end - begin);
     ++batches;
   }
-  result.loss = result.predicted_tokens ? loss_sum / static_cast<double>(result.predicted_tokens) : 0;
+  result.loss =
+      result.predicted_tokens ? loss_sum / static_cast<double>(result.predicted_tokens) : 0;
   result.perplexity = std::exp(result.loss);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

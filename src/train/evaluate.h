@@ -19,7 +19,8 @@ struct EvalResult {
 // Runs windows in batches of batch_size (right-padded; padding never reaches the loss) and
 // stops after max_batches batches when it is > 0. The result does not depend on batch_size
 // up to floating-point summation order.
-EvalResult evaluate(const model::LlamaModel& model, const std::vector<std::vector<int64_t>>& windows,
-                    int64_t batch_size, int64_t max_batches, int64_t pad_id);
+EvalResult evaluate(const model::LlamaModel& model,
+                    const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
+                    int64_t max_batches, int64_t pad_id);
 
 }  // namespace qlt::train

@@ -1,6 +1,5 @@
 // Eval datasets: JSONL reading errors, windowing and padding.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 
 #include "core/errors.h"

@@ -94,7 +94,8 @@ TEST_CASE("eval bad input: dataset that does not exist", "[integration][errors]"
 }
 
 TEST_CASE("eval bad input: malformed dataset line names file and line", "[integration][errors]") {
-  const fs::path bad = fs::temp_directory_path() / ("qlt-bad-" + std::to_string(::getpid()) + ".jsonl");
+  const fs::path bad =
+      fs::temp_directory_path() / ("qlt-bad-" + std::to_string(::getpid()) + ".jsonl");
   std::ofstream(bad) << "{\"text\": \"fine\"}\n{\"text\": \"broken\"\n";
   check_bad_input(run_qlora_train("eval " + kConfig + " --set data.eval=" + bad.string()),
                   bad.string() + ":2: not valid JSON");
@@ -117,12 +118,13 @@ TEST_CASE("eval with NF4 frozen weights stays close to fp32", "[integration][eva
       read_text(fs::path(QLT_SOURCE_DIR) / "data/tiny-llama/reference_eval.json"));
   CHECK(result["quantization"] == "nf4");
   const double fp32 = reference["loss"].get<double>(), nf4 = result["loss"].get<double>();
-  CHECK(nf4 != fp32);                    // the weights really are quantized
+  CHECK(nf4 != fp32);                         // the weights really are quantized
   CHECK(std::abs(nf4 - fp32) / fp32 < 0.01);  // and NF4 costs under 1 % of the loss
   WARN("NF4 eval loss " << nf4 << " vs fp32 " << fp32);
 }
 
-TEST_CASE("inspect reports NF4 bits per parameter and per-layer error", "[integration][inspect][nf4]") {
+TEST_CASE("inspect reports NF4 bits per parameter and per-layer error",
+          "[integration][inspect][nf4]") {
   auto r = run_qlora_train("inspect --config configs/tiny/eval-nf4.json");
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);

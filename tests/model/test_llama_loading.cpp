@@ -1,6 +1,5 @@
 // Loading errors: config.json fields and checkpoint tensors, each named in the message.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 
 #include "core/errors.h"
@@ -39,7 +38,8 @@ struct ScratchModel {
   void edit_tensors(Edit edit) const {
     auto file = qlt::io::SafetensorsFile::open(dir / "model.safetensors");
     std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (const auto& info : file.tensors()) tensors.emplace_back(info.name, file.tensor(info.name).clone());
+    for (const auto& info : file.tensors())
+      tensors.emplace_back(info.name, file.tensor(info.name).clone());
     edit(tensors);
     qlt::io::save_safetensors(dir / "model.safetensors", tensors);
   }
@@ -101,7 +101,8 @@ TEST_CASE("a missing model directory is a one-line error naming it", "[model][er
                       Contains("/nonexistent/model does not exist"));
 }
 
-TEST_CASE("missing, unexpected and wrongly shaped tensors are reported by name", "[model][errors]") {
+TEST_CASE("missing, unexpected and wrongly shaped tensors are reported by name",
+          "[model][errors]") {
   ScratchModel m;
   m.edit_tensors([](auto& tensors) {
     for (auto it = tensors.begin(); it != tensors.end();) {
@@ -112,7 +113,8 @@ TEST_CASE("missing, unexpected and wrongly shaped tensors are reported by name",
       }
     }
     for (auto& [name, t] : tensors) {
-      if (name == "model.layers.0.self_attn.k_proj.weight") t = t.narrow(0, 0, t.size(0) - 1).clone();
+      if (name == "model.layers.0.self_attn.k_proj.weight")
+        t = t.narrow(0, 0, t.size(0) - 1).clone();
     }
     tensors.emplace_back("model.layers.0.self_attn.extra.weight", at::zeros({2}));
   });

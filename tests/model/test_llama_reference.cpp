@@ -1,7 +1,8 @@
 // The LLaMA forward pass against Hugging Face transformers (fixtures made by
 // scripts/fixtures/make_llama_fixtures.py): logits within 1e-4 and the loss, in fp32.
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+
+#include <catch2/catch.hpp>
 
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
@@ -18,8 +19,8 @@ struct Reference {
 };
 
 Reference load_reference(const std::string& fixture) {
-  auto file = qlt::io::SafetensorsFile::open(
-      std::filesystem::path(QLT_SOURCE_DIR) / "tests/fixtures" / fixture / "batch.safetensors");
+  auto file = qlt::io::SafetensorsFile::open(std::filesystem::path(QLT_SOURCE_DIR) /
+                                             "tests/fixtures" / fixture / "batch.safetensors");
   return {file.tensor("input_ids").clone(), file.tensor("labels").clone(),
           file.tensor("logits").clone(), file.tensor("loss").clone()};
 }

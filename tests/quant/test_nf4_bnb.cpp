@@ -2,10 +2,9 @@
 // nested absmax, offset and dequantized values all bit-identical, for every fixture case
 // (tests/fixtures/nf4, made by scripts/fixtures/make_nf4_fixtures.py).
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "nf4_layout.h"
@@ -28,7 +27,8 @@ nlohmann::json cases() {
 }
 
 // Bitwise equality (so -0.0 != 0.0 and NaN payloads count), with the first difference shown.
-void require_bitwise_equal(const at::Tensor& ours, const at::Tensor& theirs, const std::string& what) {
+void require_bitwise_equal(const at::Tensor& ours, const at::Tensor& theirs,
+                           const std::string& what) {
   INFO(what << ": ours " << ours.sizes() << " " << ours.scalar_type() << ", bnb " << theirs.sizes()
             << " " << theirs.scalar_type());
   REQUIRE(ours.scalar_type() == theirs.scalar_type());

@@ -1,9 +1,8 @@
 // SentencePiece tokenizer against ids from the reference tokenizers (sentencepiece and
 // transformers' LlamaTokenizer), fixture tests/fixtures/tokenizer/cases.json.
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
-
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/errors.h"
 #include "test_paths.h"
