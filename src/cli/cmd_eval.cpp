@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "data/text_dataset.h"
+#include "io/safetensors.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
@@ -19,7 +20,22 @@ namespace {
 struct EvalArgs {
   ConfigArgs config;
   bool json = false;
+  std::string dump_logits;  // safetensors file for the logits of the first batch
 };
+
+// Writes input_ids [B, T] int64 and logits [B, T, vocab] fp32 of the first eval batch, so
+// other stacks (scripts/fixtures/check_bnb_load.py, check_peft_load.py) can compare theirs.
+void dump_first_batch_logits(const model::LlamaModel& model,
+                             const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
+                             int64_t pad_id, const std::string& file) {
+  const size_t end = std::min(windows.size(), static_cast<size_t>(batch_size));
+  const data::Batch batch = data::collate(windows, 0, end, pad_id);
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = model.logits(batch.input_ids).to(at::kCPU, at::kFloat);
+  io::save_safetensors(file, {{"input_ids", batch.input_ids}, {"logits", logits}},
+                       {{"format", "pt"}});
+  spdlog::info("wrote the logits of the first {} windows to {}", end, file);
+}
 
 int run_eval(const EvalArgs& args) {
   TrainConfig cfg = load_config(args.config.config_path, args.config.overrides);
@@ -44,10 +60,17 @@ int run_eval(const EvalArgs& args) {
   if (windows.empty()) user_error("dataset {} yields no token to predict", cfg.data.eval);
   spdlog::info("eval: {} documents -> {} windows of <= {} tokens on {} ({}, frozen weights {})",
                documents.size(), windows.size(), cfg.data.max_seq_len, device.str(),
-               cfg.model.compute_dtype, cfg.quantization.type);
+               cfg.model.compute_dtype,
+               model.weights.layers.empty() || !model.weights.layers[0].q_proj.quantized()
+                   ? "dense"
+                   : "nf4");
 
   auto r = train::evaluate(model, windows, cfg.eval.batch_size, cfg.eval.max_batches,
                            tokenizer.eos_id());
+  if (!args.dump_logits.empty()) {
+    dump_first_batch_logits(model, windows, cfg.eval.batch_size, tokenizer.eos_id(),
+                            args.dump_logits);
+  }
   if (args.json) {
     nlohmann::json out = {{"dataset", cfg.data.eval},
                           {"loss", r.loss},
@@ -76,6 +99,9 @@ Command add_eval_command(CLI::App& app) {
   auto* sub = app.add_subcommand("eval", "Loss and perplexity of the model on data.eval");
   add_config_args(*sub, args->config);
   sub->add_flag("--json", args->json, "Print the result as one JSON object");
+  sub->add_option("--dump-logits", args->dump_logits,
+                  "Also write input_ids and fp32 logits of the first eval batch to this "
+                  "safetensors file (to compare with other implementations)");
   return {sub, [args] { return run_eval(*args); }};
 }
 

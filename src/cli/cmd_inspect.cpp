@@ -15,6 +15,7 @@
 #include "core/errors.h"
 #include "io/safetensors.h"
 #include "model/llama_weights.h"
+#include "quant/bnb_layout.h"
 #include "quant/nf4.h"
 #include "tokenizer/tokenizer.h"
 
@@ -77,6 +78,34 @@ int64_t print_nf4_plan(const io::SafetensorsCheckpoint& checkpoint, const model:
   return bytes;
 }
 
+// A checkpoint already in bitsandbytes' 4-bit layout: reports what is stored (there is no
+// full-precision original to measure the error against). Returns the NF4 bytes of the decoder
+// linear weights, or -1 when the checkpoint holds none in that layout.
+int64_t print_stored_nf4(const io::SafetensorsCheckpoint& checkpoint, const model::LlamaConfig& c) {
+  int64_t params = 0, bytes = 0, count = 0, block_size = 0;
+  bool double_quant = false;
+  for (const auto& e : model::expected_llama_tensors(c)) {
+    if (!is_decoder_linear(e.name) || !quant::claims_bnb_4bit_layout(checkpoint, e.name)) continue;
+    const auto q = quant::read_bnb_nf4(checkpoint, e.name);
+    params += q.numel();
+    bytes += q.storage_bytes();
+    block_size = q.block_size;
+    double_quant = q.double_quant();
+    ++count;
+  }
+  if (count == 0) return -1;
+  fmt::print(
+      "quantization: {} decoder linear weights stored in bitsandbytes' NF4 layout (block {}, "
+      "double quant {}), used as stored\n",
+      count, block_size, double_quant ? "on" : "off");
+  fmt::print(
+      "  decoder linear weights  {} parameters: {} in NF4, {:.3f} bits/parameter "
+      "(no full-precision original to measure the quantization error against)\n",
+      params, mib(static_cast<double>(bytes)),
+      8.0 * static_cast<double>(bytes) / static_cast<double>(std::max<int64_t>(params, 1)));
+  return bytes;
+}
+
 int run_inspect(const ConfigArgs& args) {
   TrainConfig cfg = load_config(args.config_path, args.overrides);
   const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
@@ -110,7 +139,7 @@ int run_inspect(const ConfigArgs& args) {
   const double compute_elem = static_cast<double>(at::elementSize(dtype));
   for (const auto& e : model::expected_llama_tensors(c)) {
     const auto& info = checkpoint.info(e.name);
-    const int64_t n = numel(info.shape);
+    const int64_t n = numel(e.shape);  // logical shape (a bnb 4-bit weight is stored packed)
     const std::string component = component_of(e.name);
     params[component] += n;
     disk_bytes += static_cast<double>(info.end - info.begin);
@@ -141,20 +170,22 @@ int run_inspect(const ConfigArgs& args) {
     std::string shape = fmt::format("[{}]", fmt::join(info->shape, ", "));
     fmt::print("  {:<52} {:>3} x {:<14} {}\n", pattern, count, shape, info->dtype);
   }
-  if (auto nf4 = nf4_options(cfg)) {
-    // Decoder linears are held in NF4 instead of the compute dtype.
-    double linear_params = 0;
-    for (const auto& e : model::expected_llama_tensors(c)) {
-      if (is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
-    }
-    compute_bytes +=
-        static_cast<double>(print_nf4_plan(checkpoint, c, *nf4)) - linear_params * compute_elem;
+  // Decoder linears are held in NF4 instead of the compute dtype: as stored, or quantized on
+  // load when the config asks for it.
+  double linear_params = 0;
+  for (const auto& e : model::expected_llama_tensors(c)) {
+    if (is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
   }
+  const auto nf4 = nf4_options(cfg);
+  int64_t nf4_bytes = print_stored_nf4(checkpoint, c);
+  if (nf4_bytes < 0 && nf4) nf4_bytes = print_nf4_plan(checkpoint, c, *nf4);
+  if (nf4_bytes >= 0)
+    compute_bytes += static_cast<double>(nf4_bytes) - linear_params * compute_elem;
   fmt::print("memory\n");
   fmt::print("  on disk            {}\n", mib(disk_bytes));
   fmt::print("  weights in memory  {} ({} compute, norms float32, decoder linears {})\n",
              mib(compute_bytes), cfg.model.compute_dtype,
-             cfg.quantization.type == "nf4" ? "NF4" : cfg.model.compute_dtype);
+             nf4_bytes >= 0 ? "NF4" : cfg.model.compute_dtype);
   return kExitOk;
 }
 

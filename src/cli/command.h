@@ -33,5 +33,6 @@ std::optional<quant::Nf4Options> nf4_options(const TrainConfig& config);
 Command add_config_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_inspect_command(CLI::App& app);
+Command add_quantize_command(CLI::App& app);
 
 }  // namespace qlt::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
       qlt::cli::add_config_command(app),
       qlt::cli::add_eval_command(app),
       qlt::cli::add_inspect_command(app),
+      qlt::cli::add_quantize_command(app),
   };
 
   try {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/errors.h"
+#include "quant/bnb_layout.h"
 
 namespace qlt::model {
 namespace {
@@ -20,6 +21,15 @@ std::string summarize(const std::vector<std::string>& items, size_t limit = 8) {
   for (size_t i = 0; i < items.size() && i < limit; ++i) out += "\n  " + items[i];
   if (items.size() > limit) out += fmt::format("\n  ... and {} more", items.size() - limit);
   return out;
+}
+
+// The decoder's linear weights (the ones NF4 may hold): "...self_attn.q_proj.weight" etc.
+bool is_decoder_linear(const std::string& name) { return name.ends_with("_proj.weight"); }
+
+// A weight already in bitsandbytes' 4-bit layout (a "-bnb-4bit" checkpoint or our own
+// `quantize` output) is used as stored, never re-quantized.
+bool is_prequantized(const io::SafetensorsCheckpoint& checkpoint, const std::string& name) {
+  return is_decoder_linear(name) && quant::claims_bnb_4bit_layout(checkpoint, name);
 }
 
 }  // namespace
@@ -49,6 +59,18 @@ void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const Llam
   std::set<std::string> expected_names;
   for (const auto& e : expected_llama_tensors(c)) {
     expected_names.insert(e.name);
+    if (is_prequantized(checkpoint, e.name)) {
+      for (const auto& name : quant::bnb_4bit_companion_names(e.name)) expected_names.insert(name);
+      // Validates the quant state and every companion tensor (UserError naming the tensor);
+      // the packed U8 storage has no [out, in] shape, the quant state's "shape" stands for it.
+      const auto q = quant::read_bnb_nf4(checkpoint, e.name);
+      if (q.shape != e.shape) {
+        wrong_shape.push_back(fmt::format(
+            "{}: its bitsandbytes quant state has shape {}, config.json implies {} ({})", e.name,
+            q.shape, e.shape, checkpoint.file_of(e.name).string()));
+      }
+      continue;
+    }
     if (!checkpoint.contains(e.name)) {
       missing.push_back(fmt::format("{} {}", e.name, e.shape));
       continue;
@@ -99,7 +121,15 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   };
   auto weight = [&](const std::string& name) { return read(name, options.dtype); };
   auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
+  int64_t prequantized = 0;
+  std::optional<quant::Nf4Tensor> first_prequantized;
   auto linear = [&](const std::string& name) -> adapters::FrozenWeight {
+    if (is_prequantized(checkpoint, name)) {
+      auto q = quant::read_bnb_nf4(checkpoint, name).to(options.device);
+      if (!first_prequantized) first_prequantized = q;
+      ++prequantized;
+      return {at::Tensor(), std::move(q)};
+    }
     if (!options.nf4) return {weight(name), std::nullopt};
     // Quantize from the stored dtype on the target device; the dense copy dies here.
     auto stored = checkpoint.tensor(name).to(options.device);
@@ -124,6 +154,20 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   }
   w.norm = norm("model.norm.weight");
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : weight("lm_head.weight");
+  if (prequantized > 0) {
+    const auto& q = *first_prequantized;
+    spdlog::info(
+        "{} linear weights are stored in bitsandbytes' NF4 layout (block size {}, double quant "
+        "{}) and are used as stored, without re-quantizing",
+        prequantized, q.block_size, q.double_quant() ? "on" : "off");
+    if (options.nf4 && (options.nf4->block_size != q.block_size ||
+                        options.nf4->double_quant != q.double_quant())) {
+      spdlog::warn(
+          "quantization.block_size / double_quant ({}, {}) differ from the stored NF4 weights; "
+          "they apply only to weights stored in full precision",
+          options.nf4->block_size, options.nf4->double_quant);
+    }
+  }
   return w;
 }
 

@@ -292,6 +292,23 @@ bool is_bnb_nf4_module(const io::SafetensorsCheckpoint& checkpoint,
   return checkpoint.contains(weight_name + "." + kBnbNf4QuantStateKey);
 }
 
+std::vector<std::string> bnb_4bit_companion_names(const std::string& weight_name) {
+  std::vector<std::string> names;
+  for (const char* suffix : {"absmax", "quant_map", "nested_absmax", "nested_quant_map",
+                             kBnbNf4QuantStateKey, kBnbFp4QuantStateKey}) {
+    names.push_back(weight_name + "." + suffix);
+  }
+  return names;
+}
+
+bool claims_bnb_4bit_layout(const io::SafetensorsCheckpoint& checkpoint,
+                            const std::string& weight_name) {
+  for (const auto& name : bnb_4bit_companion_names(weight_name)) {
+    if (checkpoint.contains(name)) return true;
+  }
+  return false;
+}
+
 Nf4Tensor read_bnb_nf4(const io::SafetensorsCheckpoint& checkpoint,
                        const std::string& weight_name) {
   return Nf4Reader(checkpoint, weight_name).read();

@@ -38,6 +38,15 @@ inline constexpr const char* kBnbFp4QuantStateKey = "quant_state.bitsandbytes__f
 // True when `<weight_name>.quant_state.bitsandbytes__nf4` is in the checkpoint.
 bool is_bnb_nf4_module(const io::SafetensorsCheckpoint& checkpoint, const std::string& weight_name);
 
+// Every name a bitsandbytes 4-bit weight may add next to `<weight_name>` (absmax, quant_map,
+// nested_*, the nf4 and fp4 quant states), whichever of them a checkpoint holds.
+std::vector<std::string> bnb_4bit_companion_names(const std::string& weight_name);
+
+// True when the checkpoint holds any companion of `weight_name`: the weight claims the
+// bitsandbytes 4-bit layout, and read_bnb_nf4 must then succeed (or name what is wrong).
+bool claims_bnb_4bit_layout(const io::SafetensorsCheckpoint& checkpoint,
+                            const std::string& weight_name);
+
 // Reads the NF4 weight `weight_name` (e.g. "model.layers.0.self_attn.q_proj.weight") and
 // validates it; every problem is a UserError naming the tensor. The tensors are CPU tensors
 // (sharing the checkpoint's mapping where possible). offset = nested_offset as fp32, dtype,

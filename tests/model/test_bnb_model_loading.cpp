@@ -1,0 +1,138 @@
+// A model directory already in bitsandbytes' 4-bit layout (as transformers saves it) loads
+// as stored, without re-quantizing, and computes the logits transformers + bitsandbytes
+// compute; a checkpoint that claims the layout but breaks it is refused naming the tensor.
+#include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "io/safetensors.h"
+#include "io/safetensors_test_util.h"
+#include "model/causal_lm_loss.h"
+#include "model/llama.h"
+#include "test_paths.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using qlt::test::require_user_error;
+using qlt::test::TempDir;
+
+const fs::path kBnbDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/bnb_llama_gqa";
+const std::string kWeight = "model.layers.1.self_attn.k_proj.weight";  // [32, 64]
+const std::string kState = kWeight + ".quant_state.bitsandbytes__nf4";
+
+at::Tensor text_tensor(const std::string& text) {
+  at::Tensor t = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+  std::memcpy(t.data_ptr(), text.data(), text.size());
+  return t;
+}
+
+// A copy of the fixture with some tensors replaced or removed, loaded through load_llama.
+struct SpoiltCopy {
+  TempDir dir;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  SpoiltCopy() {
+    const auto file = qlt::io::SafetensorsFile::open(kBnbDir / "model.safetensors");
+    for (const auto& info : file.tensors())
+      tensors.emplace_back(info.name, file.tensor(info.name).clone());
+    fs::copy_file(kBnbDir / "config.json", dir / "config.json");
+  }
+  at::Tensor& at(const std::string& name) {
+    for (auto& [n, t] : tensors)
+      if (n == name) return t;
+    FAIL("no tensor " << name);
+    throw;
+  }
+  json state() {
+    const at::Tensor t = at(kState);
+    return json::parse(std::string(static_cast<const char*>(t.data_ptr()), t.numel()));
+  }
+  void set_state(const std::string& text) { at(kState) = text_tensor(text); }
+  void erase(const std::string& name) {
+    std::erase_if(tensors, [&](const auto& p) { return p.first == name; });
+  }
+  void require_load_error(const std::vector<std::string>& parts) {
+    qlt::io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+    require_user_error([&] { qlt::model::load_llama(dir.path, at::kFloat, at::kCPU); }, parts);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its logits",
+          "[bnb][model][reference]") {
+  const auto model = qlt::model::load_llama(kBnbDir, at::kFloat, at::kCPU);
+  const auto file = qlt::io::SafetensorsFile::open(kBnbDir / "model.safetensors");
+  int quantized = 0;
+  for (size_t i = 0; i < model.weights.layers.size(); ++i) {
+    const auto& l = model.weights.layers[i];
+    for (const auto& [name, w] : {std::pair{"self_attn.q_proj", &l.q_proj},
+                                  {"self_attn.k_proj", &l.k_proj},
+                                  {"self_attn.v_proj", &l.v_proj},
+                                  {"self_attn.o_proj", &l.o_proj},
+                                  {"mlp.gate_proj", &l.gate_proj},
+                                  {"mlp.up_proj", &l.up_proj},
+                                  {"mlp.down_proj", &l.down_proj}}) {
+      REQUIRE(w->quantized());
+      // Not re-quantized: the codes are the file's bytes.
+      const std::string prefix = "model.layers." + std::to_string(i) + "." + name + ".weight";
+      CHECK(at::equal(w->nf4->packed, file.tensor(prefix)));
+      CHECK(at::equal(w->nf4->absmax, file.tensor(prefix + ".absmax")));
+      ++quantized;
+    }
+  }
+  CHECK(quantized == 14);
+
+  const auto batch = qlt::io::SafetensorsFile::open(kBnbDir / "batch.safetensors");
+  at::NoGradGuard no_grad;
+  const at::Tensor logits = model.logits(batch.tensor("input_ids"));
+  const double max_diff = (logits - batch.tensor("logits")).abs().max().item<double>();
+  WARN("bnb_llama_gqa: max |logits - transformers+bitsandbytes| = " << max_diff);
+  CHECK(max_diff <= 1e-5);
+  const double loss = qlt::model::causal_lm_loss(model.hidden_states(batch.tensor("input_ids")),
+                                                 model.weights.lm_head, batch.tensor("labels"))
+                          .mean();
+  CHECK(loss == Approx(batch.tensor("loss").item<double>()).epsilon(1e-6));
+}
+
+TEST_CASE("a bnb checkpoint without a quant state is refused naming the tensor", "[bnb][model]") {
+  SpoiltCopy copy;
+  copy.erase(kState);
+  copy.require_load_error({kWeight, "quant_state.bitsandbytes__nf4", "missing"});
+}
+
+TEST_CASE("a bnb checkpoint with a malformed quant state is refused naming the tensor",
+          "[bnb][model]") {
+  SpoiltCopy copy;
+  copy.set_state("{\"quant_type\": \"nf4\", \"blocksize\": 64,");
+  copy.require_load_error({kState, "not valid JSON"});
+}
+
+TEST_CASE("a bnb quant state whose shape disagrees with config.json is refused", "[bnb][model]") {
+  SpoiltCopy copy;
+  json state = copy.state();
+  state["shape"] = {64, 32};  // same element count, so the packed bytes still fit
+  copy.set_state(state.dump());
+  copy.require_load_error({kWeight, "[64, 32]", "[32, 64]", "config.json"});
+}
+
+TEST_CASE("a bnb quant state with an unsupported block size is refused", "[bnb][model]") {
+  SpoiltCopy copy;
+  json state = copy.state();
+  state["blocksize"] = 48;
+  copy.set_state(state.dump());
+  copy.require_load_error({kState, "blocksize 48"});
+}
+
+TEST_CASE("bnb companions without their packed weight are refused naming it", "[bnb][model]") {
+  SpoiltCopy copy;
+  copy.erase(kWeight);
+  copy.require_load_error({kWeight});
+}
