@@ -33,6 +33,11 @@ std::string check_device(const std::string& device) {
 
 }  // namespace
 
+const TrainConfig& default_train_config() {
+  static const TrainConfig defaults;
+  return defaults;
+}
+
 // THE table: every key the program reads, in the order --keys prints them. Defaults are not
 // written here; key() reads them from TrainConfig{} (config.h).
 const std::vector<ConfigKey>& config_keys() {
@@ -52,19 +57,61 @@ const std::vector<ConfigKey>& config_keys() {
           .range(32, 4096),  // power of two: checked by quant::check_nf4_block_size
       key("quantization.double_quant", "quantize the NF4 absmax values too (4.127 vs 4.5 bits)",
           [](auto& c) { return &c.quantization.double_quant; }),
-      key("data.train", "training set, JSONL (read by `train`); may be empty",
+      key("adapter.type", "trainable adapter on every targeted linear layer",
+          [](auto& c) { return &c.adapter.type; })
+          .one_of({"lora"}),
+      key("adapter.rank", "LoRA rank r", [](auto& c) { return &c.adapter.rank; }).range(1, 65536),
+      key("adapter.alpha", "LoRA alpha: scaling = alpha / rank (alpha / sqrt(rank) with rsLoRA)",
+          [](auto& c) { return &c.adapter.alpha; })
+          .float_range(1e-12, 1e12),
+      key("adapter.dropout", "dropout on the adapter input while training",
+          [](auto& c) { return &c.adapter.dropout; })
+          .float_range(0.0, 0.99),
+      key("adapter.use_rslora", "rank-stabilized LoRA: scaling = alpha / sqrt(rank)",
+          [](auto& c) { return &c.adapter.use_rslora; }),
+      key("adapter.target_modules", "linear layers that get an adapter",
+          [](auto& c) { return &c.adapter.target_modules; })
+          .one_of({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+      key("data.train", "training set, JSONL (read by `train`)",
           [](auto& c) { return &c.data.train; }),
-      key("data.eval", "evaluation set, JSONL (read by `eval`)",
+      key("data.eval", "evaluation set, JSONL (read by `eval` and by `train`)",
           [](auto& c) { return &c.data.eval; }),
-      key("data.format", "line format of the JSONL files: text = {\"text\": \"...\"} per line",
+      key("data.format",
+          "line format: text {\"text\"}, alpaca {\"instruction\",\"input\",\"output\"}, chat "
+          "{\"messages\": [{\"role\",\"content\"}]}",
           [](auto& c) { return &c.data.format; })
-          .one_of({"text"}),
-      key("data.max_seq_len", "tokens per window", [](auto& c) { return &c.data.max_seq_len; })
+          .one_of({"text", "alpaca", "chat"}),
+      key("data.chat_template", "template of format chat",
+          [](auto& c) { return &c.data.chat_template; })
+          .one_of({"llama2", "chatml"}),
+      key("data.max_seq_len", "tokens per sequence (longer examples are truncated)",
+          [](auto& c) { return &c.data.max_seq_len; })
           .range(2, 1 << 20),
-      key("eval.batch_size", "windows per forward pass", [](auto& c) { return &c.eval.batch_size; })
-          .range(1, 65536),
-      key("eval.max_batches", "batches to evaluate; 0 = the whole eval set",
-          [](auto& c) { return &c.eval.max_batches; })
+      key("data.packing", "pack several examples into one sequence (attention stays per example)",
+          [](auto& c) { return &c.data.packing; }),
+      key("data.train_on_inputs", "also train on prompt tokens (false: outputs / assistant only)",
+          [](auto& c) { return &c.data.train_on_inputs; }),
+      key("optimizer.type", "optimizer", [](auto& c) { return &c.optimizer.type; })
+          .one_of({"adamw"}),
+      key("optimizer.lr", "peak learning rate", [](auto& c) { return &c.optimizer.lr; })
+          .float_range(0.0, 10.0),
+      key("optimizer.beta1", "AdamW beta1", [](auto& c) { return &c.optimizer.beta1; })
+          .float_range(0.0, 0.999999),
+      key("optimizer.beta2", "AdamW beta2", [](auto& c) { return &c.optimizer.beta2; })
+          .float_range(0.0, 0.999999999),
+      key("optimizer.eps", "AdamW epsilon", [](auto& c) { return &c.optimizer.eps; })
+          .float_range(0.0, 1.0),
+      key("optimizer.weight_decay", "decoupled weight decay",
+          [](auto& c) { return &c.optimizer.weight_decay; })
+          .float_range(0.0, 1.0),
+      key("optimizer.max_grad_norm", "clip the global gradient norm to this; 0 = no clipping",
+          [](auto& c) { return &c.optimizer.max_grad_norm; })
+          .float_range(0.0, 1e12),
+      key("schedule.type", "learning-rate schedule after warmup (linear/cosine decay to 0)",
+          [](auto& c) { return &c.schedule.type; })
+          .one_of({"constant", "linear", "cosine"}),
+      key("schedule.warmup_steps", "linear warmup steps from lr 0",
+          [](auto& c) { return &c.schedule.warmup_steps; })
           .range(0, kInt64Max),
       key("training.device", "where to run; auto = cuda when a GPU is available, else cpu",
           [](auto& c) { return &c.training.device; })
@@ -74,6 +121,38 @@ const std::vector<ConfigKey>& config_keys() {
           .range(0, 4096),
       key("training.seed", "seed of every random choice (shuffling, dropout, init)",
           [](auto& c) { return &c.training.seed; })
+          .range(0, kInt64Max),
+      key("training.micro_batch_size", "sequences per forward/backward pass",
+          [](auto& c) { return &c.training.micro_batch_size; })
+          .range(1, 65536),
+      key("training.grad_accum", "micro-batches per optimizer step",
+          [](auto& c) { return &c.training.grad_accum; })
+          .range(1, 65536),
+      key("training.max_steps", "optimizer steps to train",
+          [](auto& c) { return &c.training.max_steps; })
+          .range(1, kInt64Max),
+      key("training.activation_checkpointing",
+          "recompute each decoder layer in backward (less memory, ~1/3 more compute)",
+          [](auto& c) { return &c.training.activation_checkpointing; }),
+      key("checkpoint.output_dir", "run directory: config, metrics.jsonl, checkpoints, final/",
+          [](auto& c) { return &c.checkpoint.output_dir; }),
+      key("checkpoint.every_steps", "write a checkpoint every N steps; 0 = only at the end",
+          [](auto& c) { return &c.checkpoint.every_steps; })
+          .range(0, kInt64Max),
+      key("checkpoint.keep_last", "checkpoints to keep (older ones are deleted); 0 = all",
+          [](auto& c) { return &c.checkpoint.keep_last; })
+          .range(0, 1000000),
+      key("logging.every_steps", "progress line and metrics.jsonl record every N steps",
+          [](auto& c) { return &c.logging.every_steps; })
+          .range(1, kInt64Max),
+      key("eval.batch_size", "sequences per eval forward pass",
+          [](auto& c) { return &c.eval.batch_size; })
+          .range(1, 65536),
+      key("eval.max_batches", "batches to evaluate; 0 = the whole eval set",
+          [](auto& c) { return &c.eval.max_batches; })
+          .range(0, kInt64Max),
+      key("eval.every_steps", "evaluate during `train` every N steps; 0 = only at the end",
+          [](auto& c) { return &c.eval.every_steps; })
           .range(0, kInt64Max),
   };
   return keys;

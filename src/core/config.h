@@ -7,8 +7,7 @@
 // validation, --set overrides, `qlora-train config --keys` and the effective-config dump all
 // read that table. Nothing below cli/ sees JSON: it receives these structs.
 //
-// Only keys that the program acts on exist. Later issues add sections (quantization, adapter,
-// optimizer, schedule, checkpoint, logging) as their features land.
+// Only keys that the program acts on exist.
 #pragma once
 
 #include <cstdint>
@@ -30,30 +29,78 @@ struct QuantizationConfig {
   bool double_quant = true;   // quantize the NF4 absmax values too
 };
 
+struct AdapterConfig {
+  std::string type = "lora";  // "lora" (QLoRA when quantization.type is nf4)
+  int64_t rank = 64;          // r: inner dimension of A [r, in] and B [out, r]
+  double alpha = 16.0;        // scaling = alpha / r (alpha / sqrt(r) with use_rslora)
+  double dropout = 0.05;      // on the adapter's input, training only
+  bool use_rslora = false;
+  std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
+};
+
 struct DataConfig {
-  std::string train;            // JSONL; used by `train` (later issue); may be empty
-  std::string eval;             // JSONL evaluated by `eval`
-  std::string format = "text";  // "text" ({"text": ...} per line)
-  int64_t max_seq_len = 256;    // tokens per window, 2..1048576
+  std::string train;                     // JSONL read by `train`
+  std::string eval;                      // JSONL evaluated by `eval` and during `train`
+  std::string format = "text";           // "text" | "alpaca" | "chat" (line formats)
+  std::string chat_template = "llama2";  // "llama2" | "chatml" (format "chat" only)
+  int64_t max_seq_len = 256;             // tokens per sequence, 2..1048576
+  bool packing = false;                  // several examples per sequence (no cross-attention)
+  bool train_on_inputs = false;          // false: only outputs / assistant turns carry loss
+};
+
+struct OptimizerConfig {
+  std::string type = "adamw";  // AdamW with fp32 state, decoupled weight decay
+  double lr = 2e-4;            // peak learning rate
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  double max_grad_norm = 0.3;  // global-norm clipping; 0 = off
+};
+
+struct ScheduleConfig {
+  std::string type = "constant";  // "constant" | "linear" | "cosine" (to 0 at max_steps)
+  int64_t warmup_steps = 0;       // linear warmup from 0
 };
 
 struct EvalConfig {
-  int64_t batch_size = 8;   // windows per forward pass, 1..65536
+  int64_t batch_size = 8;   // sequences per forward pass, 1..65536
   int64_t max_batches = 0;  // 0 = the whole eval set
+  int64_t every_steps = 0;  // during `train`: every N optimizer steps; 0 = only at the end
 };
 
 struct TrainingConfig {
-  std::string device = "auto";  // "auto" | "cpu" | "cuda" | "cuda:N"
-  int64_t threads = 0;          // CPU threads for LibTorch, 0..4096; 0 = LibTorch's default
-  int64_t seed = 42;            // 0..2^63-1
+  std::string device = "auto";   // "auto" | "cpu" | "cuda" | "cuda:N"
+  int64_t threads = 0;           // CPU threads for LibTorch, 0..4096; 0 = LibTorch's default
+  int64_t seed = 42;             // 0..2^63-1
+  int64_t micro_batch_size = 4;  // sequences per forward/backward
+  int64_t grad_accum = 1;        // micro-batches per optimizer step
+  int64_t max_steps = 100;       // optimizer steps
+  bool activation_checkpointing = false;  // recompute each decoder layer in backward
+};
+
+struct CheckpointConfig {
+  std::string output_dir = "runs/qlora";  // run directory: config, metrics, checkpoints, final/
+  int64_t every_steps = 100;              // 0 = only the final adapter (and on SIGINT/SIGTERM)
+  int64_t keep_last = 3;                  // checkpoints kept; 0 = keep all
+};
+
+struct LoggingConfig {
+  int64_t every_steps = 10;  // progress line + metrics.jsonl record
 };
 
 struct TrainConfig {
   ModelConfig model;
   QuantizationConfig quantization;
+  AdapterConfig adapter;
   DataConfig data;
-  EvalConfig eval;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
   TrainingConfig training;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+  EvalConfig eval;
 };
 
 // Parses and validates a JSON config. `origin` names the source in messages (a file name).

@@ -94,6 +94,11 @@ constexpr KeyType key_type_of() {
   return KeyType::kStringList;
 }
 
+// The defaults: one TrainConfig built from the struct initializers. (A function rather than a
+// TrainConfig{} temporary in key(): GCC 12 hits an internal compiler error on the latter once
+// TrainConfig holds a vector<string> member with a braced default.)
+const TrainConfig& default_train_config();
+
 // Declares a key. `access` is a generic lambda returning a pointer to the member, so one
 // lambda serves reading (const TrainConfig&) and writing (TrainConfig&).
 template <typename Access>
@@ -105,7 +110,7 @@ ConfigKey key(std::string path, std::string meaning, Access access) {
   k.meaning = std::move(meaning);
   k.get = [access](const TrainConfig& c) { return nlohmann::json(*access(c)); };
   k.set = [access](TrainConfig& c, const nlohmann::json& v) { *access(c) = v.get<Member>(); };
-  k.default_value = k.get(TrainConfig{});
+  k.default_value = k.get(default_train_config());
   return k;
 }
 
