@@ -1,8 +1,10 @@
 // Global-norm clipping: bit-identical to clip_grad_norm_ inside the AdamW fixture replay
-// (test_adamw.cpp); here the edge cases torch defines and the ones we add (max_norm <= 0).
+// (test_adamw.cpp, max_norm 1) and alone at max_norm 0.3 (fixture clip.<i>.*); plus the edge
+// cases torch defines and the ones we add (max_norm <= 0).
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "adamw_fixture.h"
 #include "optim/clip_grad.h"
 
 namespace {
@@ -57,4 +59,21 @@ TEST_CASE("clip_grad_norm returns a non-finite norm instead of throwing", "[opti
   CHECK(std::isnan(qlt::optim::clip_grad_norm({p}, 1.0)));
   auto q = leaf_with_grad(at::tensor({INFINITY, 1.0f}));
   CHECK(std::isinf(qlt::optim::clip_grad_norm({q}, 1.0)));
+}
+
+TEST_CASE("clip_grad_norm at max_norm 0.3 is bit-identical to torch", "[optim][clip][fixture]") {
+  const auto& f = adamw_fixture::file();
+  for (int i = 0; i < 4; ++i) {
+    const std::string prefix = "clip." + std::to_string(i) + ".";
+    std::vector<at::Tensor> params;
+    for (const auto& n : adamw_fixture::kNames)
+      params.push_back(leaf_with_grad(f.tensor(prefix + "grad." + n).clone()));
+    INFO("case " << i);
+    CHECK(static_cast<float>(qlt::optim::clip_grad_norm(params, 0.3)) ==
+          f.tensor(prefix + "norm").item<float>());
+    for (size_t k = 0; k < params.size(); ++k) {
+      INFO("param " << adamw_fixture::kNames[k]);
+      CHECK(at::equal(params[k].grad(), f.tensor(prefix + "clipped." + adamw_fixture::kNames[k])));
+    }
+  }
 }
