@@ -70,7 +70,8 @@ TEST_CASE("config: config_to_json -> config_from_json round-trips every key", "[
   CHECK(back.training.device == "cuda:1");
   CHECK(back.training.seed == 1234567890123);
   // Every key of the table appears in the dump, and nothing else does.
-  CHECK(dumped.flatten().size() == qlt::config_keys().size());
+  CHECK(qlt::test::count_config_leaves(dumped) == qlt::config_keys().size());
+  for (const auto& key : qlt::config_keys()) CHECK(qlt::test::has_config_key(dumped, key.path));
 }
 
 TEST_CASE("config: config_to_text lists keys in table order", "[config]") {
@@ -87,7 +88,7 @@ TEST_CASE("config: unknown key gets a did-you-mean", "[config]") {
   // Nothing close: the section's keys are listed instead.
   REQUIRE_THROWS_WITH(parse(with("data", "shuffle", true)),
                       Contains("unknown key data.shuffle") &&
-                          Contains("data has: train, eval, format, max_seq_len"));
+                          Contains("data has: train, eval, format, chat_template, max_seq_len"));
 }
 
 TEST_CASE("config: unknown top-level section or key gets a did-you-mean", "[config]") {
@@ -149,8 +150,9 @@ TEST_CASE("config: invalid choice lists the allowed values", "[config]") {
   REQUIRE_THROWS_WITH(
       parse(with("model", "compute_dtype", "float8")),
       Contains("model.compute_dtype: \"float8\" is not allowed") && Contains("float32, bfloat16"));
-  REQUIRE_THROWS_WITH(parse(with("data", "format", "alpaca")),
-                      Contains("data.format: \"alpaca\" is not allowed; use one of: text"));
+  REQUIRE_THROWS_WITH(
+      parse(with("data", "format", "csv")),
+      Contains("data.format: \"csv\" is not allowed; use one of: text, alpaca, chat"));
   CHECK(parse(with("model", "compute_dtype", "bfloat16")).model.compute_dtype == "bfloat16");
 }
 
@@ -179,7 +181,8 @@ TEST_CASE("config: a section that is not an object", "[config]") {
   config["data"] = json::array({1, 2});
   REQUIRE_THROWS_WITH(parse(config),
                       Contains("c.json: data must be an object with keys (train, eval, format, "
-                               "max_seq_len), got an array"));
+                               "chat_template, max_seq_len, packing, train_on_inputs), got an "
+                               "array"));
   config["data"] = nullptr;
   REQUIRE_THROWS_WITH(parse(config), Contains("data must be an object") && Contains("got null"));
   REQUIRE_THROWS_WITH(parse({{"model", "models/m"}}),

@@ -15,6 +15,21 @@
 
 namespace qlt::test {
 
+// Leaves of an effective config: every key once (a list value is one key, not one per item).
+inline size_t count_config_leaves(const nlohmann::json& j) {
+  if (!j.is_object()) return 1;
+  size_t n = 0;
+  for (const auto& [name, value] : j.items()) n += count_config_leaves(value);
+  return n;
+}
+
+inline bool has_config_key(const nlohmann::json& j, const std::string& dotted) {
+  std::string pointer = "/" + dotted;
+  for (auto& c : pointer)
+    if (c == '.') c = '/';
+  return j.contains(nlohmann::json::json_pointer(pointer));
+}
+
 // The smallest valid config: only the required key.
 inline nlohmann::json minimal_config() { return {{"model", {{"path", "models/m"}}}}; }
 
