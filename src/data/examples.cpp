@@ -9,27 +9,6 @@
 
 namespace qlt::data {
 
-void validate(const DataOptions& options) {
-  if (options.format != "text" && options.format != "alpaca" && options.format != "chat") {
-    user_error("data.format \"{}\" is unknown; use \"text\", \"alpaca\" or \"chat\"",
-               options.format);
-  }
-  if (options.chat_template != "llama2" && options.chat_template != "chatml") {
-    user_error("data.chat_template \"{}\" is unknown; use \"llama2\" or \"chatml\"",
-               options.chat_template);
-  }
-  if (options.max_seq_len < 2) {
-    user_error("data.max_seq_len is {}; it must be at least 2 (one token to read, one to predict)",
-               options.max_seq_len);
-  }
-}
-
-int64_t trained_tokens(const Example& example) {
-  int64_t n = 0;
-  for (int64_t label : example.labels) n += label != model::kIgnoreIndex;
-  return n;
-}
-
 namespace {
 
 struct Where {
@@ -101,7 +80,13 @@ ExampleSet read_examples(const std::filesystem::path& file, const tokenizer::Tok
   const auto max_len = static_cast<size_t>(options.max_seq_len);
   for_each_jsonl(file, [&](const nlohmann::json& object, int64_t line) {
     ++set.records;
-    auto ex = tokenize_segments(tokenizer, record_segments(object, Where{file, line}, options));
+    auto segments = record_segments(object, Where{file, line}, options);
+    Example ex;
+    try {
+      ex = tokenize_segments(tokenizer, segments);
+    } catch (const UserError& e) {
+      user_error("{}:{}: {}", file.string(), line, e.what());
+    }
     if (ex.ids.size() > max_len) {
       ++set.truncated;
       ex.ids.resize(max_len);

@@ -39,11 +39,15 @@ std::string chat_shape_problem(const std::vector<ChatMessage>& messages);
 //   [BOS] "[INST] " + strip(user) + " [/INST]" | " " + strip(assistant) + " " [EOS]
 // where the first user content is B_SYS + system + E_SYS + user (B_SYS = "<<SYS>>\n",
 // E_SYS = "\n<</SYS>>\n\n") before the strip. Trained: the assistant part and its EOS.
+// (transformers 4.57's apply_chat_template with that template and a legacy LlamaTokenizer
+// gives the same ids as Meta's code on the tiny tokenizer; the tests compare with Meta's.)
 // Requires chat_shape_problem(messages) to be empty.
 std::vector<Segment> llama2_chat_segments(const std::vector<ChatMessage>& messages,
                                           bool train_on_inputs);
 
-// ChatML: [BOS] then per message "<|im_start|>" + role + "\n" + content + "<|im_end|>\n".
+// ChatML: [BOS] then per message "<|im_start|>" + role + "\n" + content + "<|im_end|>\n":
+// the ids of tokenizer(text) in Hugging Face, text = apply_chat_template(..., tokenize=False)
+// with the usual ChatML template (checked with transformers 4.57 on the tiny tokenizer).
 // Trained: assistant content + "<|im_end|>" (the newline after it is not, as in Hugging
 // Face's {% generation %} blocks). No EOS: "<|im_end|>" ends a turn. With a tokenizer that
 // has no <|im_start|> / <|im_end|> special tokens (LLaMA-2's, the tiny model's) these

@@ -292,6 +292,21 @@ TEST_CASE("example errors name file, line and the fix", "[data][examples][errors
           "data.chat_template \"vicuna\" is unknown");
     fails("{\"text\": \"a\"}\n", options("text", false, 1), "data.max_seq_len is 1");
   }
+  SECTION("a tokenizer that merges a newline with the next text") {
+    // newline_merge_tokenizer.model has the piece "\nA" (tests/data/make_newline_merge_
+    // tokenizer.py): an output starting with "A" cannot be tokenized on its own.
+    auto merging = qlt::tokenizer::Tokenizer::load_file(fs::path(QLT_SOURCE_DIR) /
+                                                        "tests/data/newline_merge_tokenizer.model");
+    TempJsonl f(
+        "{\"instruction\": \"x\", \"output\": \"the end\"}\n"
+        "{\"instruction\": \"x\", \"output\": \"And so\"}\n");
+    REQUIRE_THROWS_WITH(read_examples(f.path, merging, options("alpaca")),
+                        Contains(f.path.string() + ":2: the tokenizer merges a newline") &&
+                            Contains("use data.format \"text\""));
+    // The text format needs no segment boundaries and works with it.
+    TempJsonl t("{\"text\": \"And so\"}\n");
+    CHECK(read_examples(t.path, merging, options("text")).examples.size() == 1);
+  }
   SECTION("empty file, missing file") {
     fails("\n \n", options("text"), "holds no examples");
     REQUIRE_THROWS_WITH(read_examples("/no/such.jsonl", tok(), options("text")),
