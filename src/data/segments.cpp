@@ -51,12 +51,12 @@ Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
   for (const auto& seg : merged) {
     std::vector<int64_t> ids;
     switch (seg.kind) {
-      case Segment::Kind::kBos:
-        ids = {tokenizer.bos_id()};
+      case Segment::Kind::kBos:  // a model without BOS / EOS (id -1) just has none
+        if (tokenizer.bos_id() >= 0) ids = {tokenizer.bos_id()};
         fresh = true;
         break;
       case Segment::Kind::kEos:
-        ids = {tokenizer.eos_id()};
+        if (tokenizer.eos_id() >= 0) ids = {tokenizer.eos_id()};
         fresh = false;
         break;
       case Segment::Kind::kText:

@@ -178,6 +178,42 @@ TEST_CASE("chatml chat: whole-string ids, assistant content and <|im_end|> train
   }
 }
 
+TEST_CASE("chatml chat: two turns, each reply trained up to its <|im_end|>", "[data][examples]") {
+  TempJsonl f(
+      R"({"messages": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "God."}, {"role": "user", "content": "When?"}, {"role": "assistant", "content": "In the beginning."}]})"
+      "\n");
+  const std::vector<std::string> parts = {
+      "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\n", "God.<|im_end|>",
+      "\n<|im_start|>user\nWhen?<|im_end|>\n<|im_start|>assistant\n", "In the beginning.<|im_end|>",
+      "\n"};
+  std::string text;
+  Ids bounds = {0};  // token offsets of the part ends, from prefixes of the whole string
+  for (const auto& p : parts) {
+    text += p;
+    bounds.push_back(int64_t(tok().encode(text, true).size()));
+  }
+  const Ids whole = tok().encode(text, true);
+  auto ex = only(read_examples(f.path, tok(), options("chat", false, 512, "chatml")));
+  CHECK(ex.ids == whole);
+  Ids labels(whole.size(), kIgnore);
+  for (size_t part : {1, 3}) {
+    for (auto i = bounds[part]; i < bounds[part + 1]; ++i) labels[size_t(i)] = whole[size_t(i)];
+  }
+  CHECK(ex.labels == labels);
+}
+
+TEST_CASE("a tokenizer without BOS: no BOS id, the first token still unlabelled",
+          "[data][examples]") {
+  auto no_bos = qlt::tokenizer::Tokenizer::load_file(fs::path(QLT_SOURCE_DIR) /
+                                                     "tests/data/no_bos_tokenizer.model");
+  REQUIRE(no_bos.bos_id() == -1);
+  TempJsonl f("{\"text\": \"And the earth\"}\n");
+  auto ex = only(read_examples(f.path, no_bos, options("text")));
+  const Ids ids = no_bos.encode("And the earth", false, true);
+  CHECK(ex.ids == ids);
+  CHECK(ex.labels == labels_from(ids, 1));
+}
+
 TEST_CASE("python_strip removes Python's whitespace, including Unicode spaces",
           "[data][examples]") {
   using qlt::data::python_strip;
@@ -293,8 +329,8 @@ TEST_CASE("example errors name file, line and the fix", "[data][examples][errors
     fails("{\"text\": \"a\"}\n", options("text", false, 1), "data.max_seq_len is 1");
   }
   SECTION("a tokenizer that merges a newline with the next text") {
-    // newline_merge_tokenizer.model has the piece "\nA" (tests/data/make_newline_merge_
-    // tokenizer.py): an output starting with "A" cannot be tokenized on its own.
+    // newline_merge_tokenizer.model has the piece "\nA" (tests/data/make_test_tokenizers.py): an
+    // output starting with "A" cannot be tokenized on its own.
     auto merging = qlt::tokenizer::Tokenizer::load_file(fs::path(QLT_SOURCE_DIR) /
                                                         "tests/data/newline_merge_tokenizer.model");
     TempJsonl f(
