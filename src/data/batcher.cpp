@@ -34,6 +34,39 @@ std::string data_hash(const std::vector<Example>& examples, int64_t max_seq_len,
   return fmt::format("{:016x}", f.h);
 }
 
+// Lays out rows of examples (rows[b] = the examples of row b, in order) as a [B, T] batch.
+TrainBatch build_batch(const std::vector<std::vector<const Example*>>& rows, int64_t T,
+                       int64_t pad_id) {
+  const auto B = static_cast<int64_t>(rows.size());
+  TrainBatch batch;
+  batch.input_ids = at::full({B, T}, pad_id, at::kLong);
+  batch.labels = at::full({B, T}, model::kIgnoreIndex, at::kLong);
+  batch.position_ids = at::zeros({B, T}, at::kLong);
+  batch.segment_ids = at::zeros({B, T}, at::kLong);
+  auto ids = batch.input_ids.accessor<int64_t, 2>();
+  auto labels = batch.labels.accessor<int64_t, 2>();
+  auto positions = batch.position_ids.accessor<int64_t, 2>();
+  auto segments = batch.segment_ids.accessor<int64_t, 2>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t t = 0, segment = 0;
+    for (const Example* ex : rows[static_cast<size_t>(b)]) {
+      ++segment;
+      for (size_t i = 0; i < ex->ids.size(); ++i, ++t) {
+        ids[b][t] = ex->ids[i];
+        // labels[0] of an example is kIgnoreIndex (Example's contract, forced here too):
+        // the loss pairs position t-1 with labels[t], so the last token of the previous
+        // example in the row never learns to predict this one's first token.
+        labels[b][t] = i == 0 ? model::kIgnoreIndex : ex->labels[i];
+        batch.trained_tokens += labels[b][t] != model::kIgnoreIndex;
+        positions[b][t] = static_cast<int64_t>(i);
+        segments[b][t] = segment;
+      }
+    }
+    batch.examples += static_cast<int64_t>(rows[static_cast<size_t>(b)].size());
+  }
+  return batch;
+}
+
 }  // namespace
 
 nlohmann::json cursor_to_json(const DataCursor& c) {
@@ -99,45 +132,17 @@ TrainBatch Batcher::next(int64_t micro_batch_size) {
   TORCH_CHECK(micro_batch_size > 0, "Batcher::next: micro_batch_size must be positive");
   // rows[b] = the examples of row b, in order.
   std::vector<std::vector<const Example*>> rows(static_cast<size_t>(micro_batch_size));
-  int64_t T = 0, examples = 0;
+  int64_t T = 0;
   for (auto& row : rows) {
     int64_t len = 0;
     do {
       row.push_back(&peek());
       len += static_cast<int64_t>(peek().ids.size());
-      ++examples;
       advance();
     } while (packing_ && len + static_cast<int64_t>(peek().ids.size()) <= max_seq_len_);
     T = std::max(T, len);
   }
-  const int64_t B = micro_batch_size;
-  TrainBatch batch;
-  batch.input_ids = at::full({B, T}, pad_id_, at::kLong);
-  batch.labels = at::full({B, T}, model::kIgnoreIndex, at::kLong);
-  batch.position_ids = at::zeros({B, T}, at::kLong);
-  batch.segment_ids = at::zeros({B, T}, at::kLong);
-  auto ids = batch.input_ids.accessor<int64_t, 2>();
-  auto labels = batch.labels.accessor<int64_t, 2>();
-  auto positions = batch.position_ids.accessor<int64_t, 2>();
-  auto segments = batch.segment_ids.accessor<int64_t, 2>();
-  for (int64_t b = 0; b < B; ++b) {
-    int64_t t = 0, segment = 0;
-    for (const Example* ex : rows[static_cast<size_t>(b)]) {
-      ++segment;
-      for (size_t i = 0; i < ex->ids.size(); ++i, ++t) {
-        ids[b][t] = ex->ids[i];
-        // labels[0] of an example is kIgnoreIndex (Example's contract, forced here too):
-        // the loss pairs position t-1 with labels[t], so the last token of the previous
-        // example in the row never learns to predict this one's first token.
-        labels[b][t] = i == 0 ? model::kIgnoreIndex : ex->labels[i];
-        batch.trained_tokens += labels[b][t] != model::kIgnoreIndex;
-        positions[b][t] = static_cast<int64_t>(i);
-        segments[b][t] = segment;
-      }
-    }
-  }
-  batch.examples = examples;
-  return batch;
+  return build_batch(rows, T, pad_id_);
 }
 
 DataCursor Batcher::cursor() const {
@@ -159,6 +164,19 @@ void Batcher::restore(const DataCursor& c) {
   epoch_ = c.epoch;
   position_ = c.position;
   order_ = epoch_permutation(num_examples(), seed_, epoch_);
+}
+
+TrainBatch collate_examples(const std::vector<Example>& examples, size_t begin, size_t end,
+                            int64_t pad_id) {
+  TORCH_CHECK(begin < end && end <= examples.size(), "collate_examples: bad range [", begin, ", ",
+              end, ") of ", examples.size());
+  std::vector<std::vector<const Example*>> rows;
+  int64_t T = 0;
+  for (size_t i = begin; i < end; ++i) {
+    rows.push_back({&examples[i]});
+    T = std::max(T, static_cast<int64_t>(examples[i].ids.size()));
+  }
+  return build_batch(rows, T, pad_id);
 }
 
 double Batcher::epoch_progress() const {

@@ -39,6 +39,11 @@ nlohmann::json cursor_to_json(const DataCursor& cursor);
 // UserError naming `where` (e.g. the checkpoint file) for a missing or mistyped field.
 DataCursor cursor_from_json(const nlohmann::json& json, const std::string& where);
 
+// Examples [begin, end) in file order, one per row, right-padded to the longest: for
+// evaluation over alpaca / chat data (no shuffle, no cursor).
+TrainBatch collate_examples(const std::vector<Example>& examples, size_t begin, size_t end,
+                            int64_t pad_id);
+
 class Batcher {
  public:
   // examples: each no longer than options.max_seq_len (read_examples guarantees it).

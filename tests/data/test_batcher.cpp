@@ -109,6 +109,20 @@ TEST_CASE("without packing: one example per row, right-padded to the longest", "
   CHECK(batch.trained_tokens == batch.labels.ne(kIgnore).sum().item<int64_t>());
 }
 
+TEST_CASE("collate_examples: file order, one per row, same layout as the batcher",
+          "[data][batcher]") {
+  auto examples = make_examples({5, 3, 4});
+  auto batch = qlt::data::collate_examples(examples, 1, 3, kPad);
+  REQUIRE(batch.input_ids.sizes() == at::IntArrayRef({2, 4}));
+  CHECK(row(batch.input_ids, 0) == Ids{1, 11, 12, kPad});
+  CHECK(row(batch.labels, 0) == Ids{kIgnore, kIgnore, 12, kIgnore});
+  CHECK(row(batch.labels, 1) == Ids{kIgnore, kIgnore, kIgnore, 23});
+  CHECK(row(batch.position_ids, 1) == Ids{0, 1, 2, 3});
+  CHECK(row(batch.segment_ids, 0) == Ids{1, 1, 1, 0});
+  CHECK(batch.examples == 2);
+  CHECK(batch.trained_tokens == 2);
+}
+
 TEST_CASE(
     "packing: greedy rows of whole examples, positions and segments restart, no label "
     "crosses a boundary",
