@@ -7,7 +7,7 @@
 namespace qlt::data {
 
 struct Example {
-  std::vector<int64_t> ids;     // [n] token ids, ids[0] is BOS
+  std::vector<int64_t> ids;     // [n] token ids, ids[0] is BOS (if the tokenizer has one)
   std::vector<int64_t> labels;  // [n] = ids where trained, model::kIgnoreIndex elsewhere;
                                 //     labels[0] is always ignored (nothing predicts BOS)
 };
