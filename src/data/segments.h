@@ -1,0 +1,49 @@
+// Segment-by-segment tokenization: a templated example is a list of text pieces, each
+// either trained or not, tokenized one after another so that every token belongs to
+// exactly one piece and the loss mask is exact.
+//
+// SentencePiece prepends a "dummy prefix" space to every encode() call. A piece that
+// follows other text must not get it, or the ids would differ from tokenizing the whole
+// rendered string. encode_continuation() removes it by encoding "\n" + text and dropping
+// the tokens of "\n" (checked to be an exact prefix). With the result, the concatenated
+// ids equal tokenizer.encode(whole string) whenever the tokenizer does not merge tokens
+// across a piece boundary; the tests check this equality for every template.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/example.h"
+#include "tokenizer/tokenizer.h"
+
+namespace qlt::data {
+
+struct Segment {
+  enum class Kind { kBos, kEos, kText };
+  Kind kind = Kind::kText;
+  std::string text;      // kText only
+  bool trained = false;  // labels = ids for these tokens, kIgnoreIndex otherwise
+};
+
+Segment bos_segment();
+Segment eos_segment(bool trained);
+Segment text_segment(std::string text, bool trained);
+
+// Tokens of `text` as they appear after other text (no dummy-prefix space). UserError when
+// the tokenizer merges a newline with the text that follows (then pieces cannot be
+// tokenized independently).
+std::vector<int64_t> encode_continuation(const tokenizer::Tokenizer& tokenizer,
+                                         const std::string& text);
+
+// Tokenizes the segments in order (adjacent text segments with equal `trained` joined). A text
+// segment right after BOS (or first) is encoded with the dummy prefix, as a fresh string; any other
+// text segment with encode_continuation(). labels[0] is forced to kIgnoreIndex.
+Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
+                          const std::vector<Segment>& segments);
+
+// Python's str.strip(): removes leading and trailing Unicode whitespace (str.isspace()) from
+// UTF-8 text. The Llama-2 chat templates of Meta and Hugging Face strip message contents.
+std::string python_strip(const std::string& text);
+
+}  // namespace qlt::data
