@@ -245,3 +245,64 @@ TEST_CASE("training-mode LoRA dropout is reproducible from the generator; eval i
   REQUIRE_THROWS_WITH(model.hidden_states(ids, {}, {}, {true, std::nullopt}),
                       Catch::Matchers::Contains("needs an explicit generator"));
 }
+
+TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (fp32)",
+          "[model][lora][nf4]") {
+  auto nf4 = qlt::model::load_llama(kFixtures / "llama_gqa", at::kFloat, at::kCPU,
+                                    qlt::quant::Nf4Options{});
+  auto dense = load_base();
+  using qlt::model::LlamaLayerWeights;
+  for (auto member :
+       {&LlamaLayerWeights::q_proj, &LlamaLayerWeights::k_proj, &LlamaLayerWeights::v_proj,
+        &LlamaLayerWeights::o_proj, &LlamaLayerWeights::gate_proj, &LlamaLayerWeights::up_proj,
+        &LlamaLayerWeights::down_proj}) {
+    for (size_t i = 0; i < dense.weights.layers.size(); ++i) {
+      const auto& q = nf4.weights.layers[i].*member;
+      REQUIRE(q.quantized());
+      dense.weights.layers[i].*member = {q.materialize(at::kFloat), std::nullopt};
+    }
+  }
+  const auto adapter = kFixtures / "lora_llama_gqa/adapter";
+  qlt::exporter::load_peft_adapter(nf4, adapter);
+  qlt::exporter::load_peft_adapter(dense, adapter);
+  auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa/expected.safetensors");
+  auto run = [&](const LlamaModel& m) {
+    auto hidden = m.hidden_states(ref.tensor("input_ids"));
+    auto loss = qlt::model::causal_lm_loss(hidden, m.weights.lm_head, ref.tensor("labels"));
+    (loss.sum / static_cast<double>(loss.count)).backward();
+    return at::linear(hidden, m.weights.lm_head).detach();
+  };
+  CHECK(at::allclose(run(nf4), run(dense), 1e-5, 1e-5));
+  auto p_nf4 = qlt::model::lora_parameters(nf4);
+  auto p_dense = qlt::model::lora_parameters(dense);
+  REQUIRE(p_nf4.size() == p_dense.size());
+  for (size_t i = 0; i < p_nf4.size(); ++i) {
+    INFO(p_nf4[i].first);
+    REQUIRE(p_nf4[i].second.grad().defined());
+    CHECK(relative_error(p_nf4[i].second.grad(), p_dense[i].second.grad()) < 1e-5);
+  }
+}
+
+TEST_CASE("bf16 compute with fp32 adapters stays close to PEFT's fp32 logits",
+          "[model][lora][reference]") {
+  auto model = load_base(at::kBFloat16);
+  qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa/adapter");
+  auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa/expected.safetensors");
+  auto hidden = model.hidden_states(ref.tensor("input_ids"));
+  CHECK(hidden.scalar_type() == at::kBFloat16);
+  auto logits = at::linear(hidden, model.weights.lm_head).to(at::kFloat);
+  auto want = ref.tensor("logits");
+  // bf16 has an 8-bit mantissa: compare by normalized error.
+  const double rel = ((logits - want).norm() / want.norm()).item<double>();
+  CHECK(rel < 2e-2);
+  auto loss = qlt::model::causal_lm_loss(hidden, model.weights.lm_head, ref.tensor("labels"));
+  (loss.sum / static_cast<double>(loss.count)).backward();
+  for (const auto& [name, t] : qlt::model::lora_parameters(model)) {
+    INFO(name);
+    CHECK(t.scalar_type() == at::kFloat);
+    REQUIRE(t.grad().defined());
+    CHECK(t.grad().scalar_type() == at::kFloat);
+    CHECK(at::isfinite(t.grad()).all().item<bool>());
+  }
+  WARN("bf16 + LoRA: normalized logits error vs PEFT fp32 " << rel);
+}
