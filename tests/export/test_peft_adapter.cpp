@@ -195,6 +195,28 @@ TEST_CASE("bad PEFT adapter config: UserError naming the file and key", "[export
       {"modules_to_save", [](json& j) { j["modules_to_save"] = {"lm_head"}; },
        "key \"modules_to_save\""},
       {"fan_in_fan_out", [](json& j) { j["fan_in_fan_out"] = true; }, "key \"fan_in_fan_out\""},
+      {"use_qalora", [](json& j) { j["use_qalora"] = true; }, "key \"use_qalora\""},
+      {"layer_replication",
+       [](json& j) {
+         j["layer_replication"] = {{0, 2}};
+       },
+       "key \"layer_replication\""},
+      {"exclude_modules", [](json& j) { j["exclude_modules"] = {"q_proj"}; },
+       "key \"exclude_modules\""},
+      {"target_parameters", [](json& j) { j["target_parameters"] = {"mlp.experts"}; },
+       "key \"target_parameters\""},
+      {"trainable_token_indices",
+       [](json& j) {
+         j["trainable_token_indices"] = {1, 2};
+       },
+       "key \"trainable_token_indices\""},
+      {"alora_invocation_tokens", [](json& j) { j["alora_invocation_tokens"] = {5}; },
+       "key \"alora_invocation_tokens\""},
+      {"arrow_config",
+       [](json& j) {
+         j["arrow_config"] = {{"top_k", 3}};
+       },
+       "key \"arrow_config\""},
       {"unknown target",
        [](json& j) {
          j["target_modules"] = {"q_proj", "lm_head"};
