@@ -1,6 +1,6 @@
 // The frozen base weight of a linear layer: dense (fp32/bf16) or NF4. The one place where a
-// frozen weight is multiplied (DESIGN.md §2, adapters/); adapters are added on top of it in a
-// later issue (AdaptedLinear = FrozenWeight + Adapter).
+// frozen weight is multiplied (DESIGN.md §2, adapters/); adapters are added on top of it by
+// adapted_linear in adapters/lora.h (AdaptedLinear = FrozenWeight + Adapter).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,7 +1,13 @@
 #include "model/llama.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <set>
+
+#include "core/errors.h"
 #include "io/safetensors.h"
-#include "model/rope.h"
 
 namespace qlt::model {
 
@@ -11,44 +17,123 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return (weight * (x32 * at::rsqrt(variance + eps))).to(x.scalar_type());
 }
 
+const std::array<std::string, kNumLlamaLinears>& llama_linear_names() {
+  static const std::array<std::string, kNumLlamaLinears> names = {
+      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
 namespace {
 
+enum Linear : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+
+const adapters::FrozenWeight& linear_weight(const LlamaLayerWeights& l, int linear) {
+  switch (linear) {
+    case kQ:
+      return l.q_proj;
+    case kK:
+      return l.k_proj;
+    case kV:
+      return l.v_proj;
+    case kO:
+      return l.o_proj;
+    case kGate:
+      return l.gate_proj;
+    case kUp:
+      return l.up_proj;
+    case kDown:
+      return l.down_proj;
+  }
+  TORCH_CHECK(false, "linear_weight: bad linear index ", linear);
+}
+
+// x [..., in] -> [..., out] through linear `linear` of layer `layer`, with its adapter if any.
+at::Tensor layer_linear(const LlamaModel& m, int64_t layer, int linear, const at::Tensor& x,
+                        const ForwardOptions& options) {
+  const auto& base = linear_weight(m.weights.layers[layer], linear);
+  if (m.lora.empty()) return adapters::frozen_linear(x, base);
+  adapters::LoraDropout dropout{m.lora_options ? m.lora_options->dropout : 0.0, options.training,
+                                options.dropout_generator};
+  return adapters::adapted_linear(x, base, m.lora[layer][linear], dropout);
+}
+
 // x [B, T, hidden] -> attention output [B, T, hidden].
-at::Tensor attention(const LlamaModel& m, const LlamaLayerWeights& l, const at::Tensor& x,
-                     const RopeTables& rope) {
+at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+                     const RopeTables& rope, const at::Tensor& attn_mask,
+                     const ForwardOptions& options) {
   const auto& c = m.config;
   const int64_t B = x.size(0), T = x.size(1);
   // [B, T, heads*D] -> [B, heads, T, D]
-  auto q = adapters::frozen_linear(x, l.q_proj)
+  auto q = layer_linear(m, layer, kQ, x, options)
                .view({B, T, c.num_attention_heads, c.head_dim})
                .transpose(1, 2);
-  auto k = adapters::frozen_linear(x, l.k_proj)
+  auto k = layer_linear(m, layer, kK, x, options)
                .view({B, T, c.num_key_value_heads, c.head_dim})
                .transpose(1, 2);
-  auto v = adapters::frozen_linear(x, l.v_proj)
+  auto v = layer_linear(m, layer, kV, x, options)
                .view({B, T, c.num_key_value_heads, c.head_dim})
                .transpose(1, 2);
   q = apply_rope(q, rope);
   k = apply_rope(k, rope);
-  // GQA: each group of heads/kv_heads query heads shares one key/value head.
+  // GQA: each group of heads/kv_heads query heads shares one key/value head. Without a mask
+  // SDPA's own causal path (fastest, and what the eval path has always used).
+  const bool causal = !attn_mask.defined();
   auto out = at::scaled_dot_product_attention(
-      q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-      /*is_causal=*/true, /*scale=*/std::nullopt,
+      q, k, v, causal ? std::nullopt : std::optional<at::Tensor>(attn_mask), /*dropout_p=*/0.0,
+      /*is_causal=*/causal, /*scale=*/std::nullopt,
       /*enable_gqa=*/c.num_key_value_heads != c.num_attention_heads);
   out = out.transpose(1, 2).reshape({B, T, c.q_size()});
-  return adapters::frozen_linear(out, l.o_proj);
+  return layer_linear(m, layer, kO, out, options);
 }
 
-at::Tensor mlp(const LlamaLayerWeights& l, const at::Tensor& x) {
-  return adapters::frozen_linear(
-      at::silu(adapters::frozen_linear(x, l.gate_proj)) * adapters::frozen_linear(x, l.up_proj),
-      l.down_proj);
+at::Tensor mlp(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+               const ForwardOptions& options) {
+  auto gate = layer_linear(m, layer, kGate, x, options);
+  auto up = layer_linear(m, layer, kUp, x, options);
+  return layer_linear(m, layer, kDown, at::silu(gate) * up, options);
 }
 
 }  // namespace
 
-at::Tensor LlamaModel::hidden_states(const at::Tensor& input_ids,
-                                     const at::Tensor& position_ids) const {
+at::Tensor segment_attention_mask(const at::Tensor& segment_ids) {
+  TORCH_CHECK(segment_ids.dim() == 2 && segment_ids.scalar_type() == at::kLong,
+              "segment_attention_mask: segment_ids must be [B, T] int64, got ", segment_ids.sizes(),
+              " ", segment_ids.scalar_type());
+  const int64_t T = segment_ids.size(1);
+  auto same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1);  // [B, T(query), T(key)]
+  auto causal = at::ones({T, T}, segment_ids.options().dtype(at::kBool)).tril();
+  return (same & causal).unsqueeze(1);  // [B, 1, T, T]
+}
+
+at::Tensor packed_position_ids(const at::Tensor& segment_ids) {
+  TORCH_CHECK(segment_ids.dim() == 2 && segment_ids.scalar_type() == at::kLong,
+              "packed_position_ids: segment_ids must be [B, T] int64, got ", segment_ids.sizes(),
+              " ", segment_ids.scalar_type());
+  const int64_t B = segment_ids.size(0), T = segment_ids.size(1);
+  auto index = at::arange(T, segment_ids.options()).unsqueeze(0).expand({B, T});
+  auto starts = at::ones_like(segment_ids, segment_ids.options().dtype(at::kBool));
+  if (T > 1) {
+    starts.narrow(1, 1, T - 1)
+        .copy_(segment_ids.narrow(1, 1, T - 1) != segment_ids.narrow(1, 0, T - 1));
+  }
+  // Index of the current segment's first token: running max of the start indices.
+  auto segment_start = std::get<0>(at::where(starts, index, at::zeros_like(index)).cummax(1));
+  return index - segment_start;
+}
+
+at::Tensor decoder_layer(const LlamaModel& model, int64_t layer, const at::Tensor& x,
+                         const RopeTables& rope, const at::Tensor& attn_mask,
+                         const ForwardOptions& options) {
+  const auto& l = model.weights.layers.at(layer);
+  const double eps = model.config.rms_norm_eps;
+  auto h =
+      x + attention(model, layer, rms_norm(x, l.input_layernorm, eps), rope, attn_mask, options);
+  return h + mlp(model, layer, rms_norm(h, l.post_attention_layernorm, eps), options);
+}
+
+at::Tensor LlamaModel::hidden_states(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                                     const at::Tensor& segment_ids,
+                                     const ForwardOptions& options) const {
   TORCH_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong,
               "hidden_states: input_ids must be [B, T] int64, got ", input_ids.sizes(), " ",
               input_ids.scalar_type());
@@ -56,11 +141,17 @@ at::Tensor LlamaModel::hidden_states(const at::Tensor& input_ids,
   auto positions = position_ids.defined()
                        ? position_ids.to(device())
                        : at::arange(ids.size(1), ids.options()).unsqueeze(0).expand_as(ids);
+  at::Tensor mask;  // undefined: plain causal attention
+  if (segment_ids.defined()) {
+    TORCH_CHECK(segment_ids.sizes() == input_ids.sizes(),
+                "hidden_states: segment_ids must have input_ids' shape ", input_ids.sizes(),
+                ", got ", segment_ids.sizes());
+    mask = segment_attention_mask(segment_ids.to(device()));
+  }
   auto rope = rope_tables(inv_freq, positions, compute_dtype);
   auto x = at::embedding(weights.embed_tokens, ids).to(compute_dtype);
-  for (const auto& layer : weights.layers) {
-    x = x + attention(*this, layer, rms_norm(x, layer.input_layernorm, config.rms_norm_eps), rope);
-    x = x + mlp(layer, rms_norm(x, layer.post_attention_layernorm, config.rms_norm_eps));
+  for (int64_t i = 0; i < static_cast<int64_t>(weights.layers.size()); ++i) {
+    x = decoder_layer(*this, i, x, rope, mask, options);
   }
   return rms_norm(x, weights.norm, config.rms_norm_eps);
 }
@@ -78,6 +169,135 @@ LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType com
   m.compute_dtype = compute_dtype;
   m.inv_freq = rope_inv_freq(m.config).to(device);
   return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA attachment
+
+std::string peft_module_key(int64_t layer, int linear) {
+  TORCH_CHECK(linear >= 0 && linear < kNumLlamaLinears, "peft_module_key: bad linear ", linear);
+  const char* block = linear <= kO ? "self_attn" : "mlp";
+  return fmt::format("base_model.model.model.layers.{}.{}.{}", layer, block,
+                     llama_linear_names()[linear]);
+}
+
+namespace {
+
+// Which linears the options target (indexed as llama_linear_names()); UserError for a name
+// that is not one of them.
+std::array<bool, kNumLlamaLinears> targeted_linears(const adapters::LoraOptions& options) {
+  adapters::check_lora_options(options);
+  const auto& names = llama_linear_names();
+  std::array<bool, kNumLlamaLinears> targeted{};
+  for (const auto& module : options.target_modules) {
+    auto it = std::find(names.begin(), names.end(), module);
+    if (it == names.end()) {
+      user_error("unknown LoRA target module '{}'; a LLaMA model has these linear layers: {}",
+                 module, fmt::join(names, ", "));
+    }
+    targeted[it - names.begin()] = true;
+  }
+  return targeted;
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> expected_lora_tensors(const LlamaModel& model,
+                                                  const adapters::LoraOptions& options) {
+  const auto targeted = targeted_linears(options);
+  std::vector<ExpectedTensor> expected;
+  for (int64_t i = 0; i < static_cast<int64_t>(model.weights.layers.size()); ++i) {
+    for (int j = 0; j < kNumLlamaLinears; ++j) {
+      if (!targeted[j]) continue;
+      const auto& w = linear_weight(model.weights.layers[i], j);
+      const auto key = peft_module_key(i, j);
+      expected.push_back({key + ".lora_A.weight", {options.rank, w.in_features()}});
+      expected.push_back({key + ".lora_B.weight", {w.out_features(), options.rank}});
+    }
+  }
+  return expected;
+}
+
+void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
+                 at::Generator& generator) {
+  const auto targeted = targeted_linears(options);
+  std::vector<LayerLora> lora(model.weights.layers.size());
+  for (size_t i = 0; i < lora.size(); ++i) {
+    for (int j = 0; j < kNumLlamaLinears; ++j) {
+      if (!targeted[j]) continue;
+      const auto& w = linear_weight(model.weights.layers[i], j);
+      lora[i][j] = adapters::init_lora_weights(w.in_features(), w.out_features(), options,
+                                               generator, model.device());
+    }
+  }
+  model.lora = std::move(lora);
+  model.lora_options = options;
+}
+
+void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
+                 const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
+  const auto expected = expected_lora_tensors(model, options);
+  std::vector<std::string> problems;
+  std::set<std::string> expected_names;
+  for (const auto& e : expected) {
+    expected_names.insert(e.name);
+    auto it = tensors.find(e.name);
+    if (it == tensors.end()) {
+      problems.push_back(
+          fmt::format("missing {} (expected shape [{}])", e.name, fmt::join(e.shape, ", ")));
+    } else if (it->second.sizes() != at::IntArrayRef(e.shape)) {
+      problems.push_back(fmt::format("{} has shape [{}], expected [{}] (rank {})", e.name,
+                                     fmt::join(it->second.sizes(), ", "), fmt::join(e.shape, ", "),
+                                     options.rank));
+    } else if (!at::isFloatingType(it->second.scalar_type())) {
+      problems.push_back(fmt::format("{} has dtype {}, expected a float type", e.name,
+                                     std::string(c10::toString(it->second.scalar_type()))));
+    }
+  }
+  for (const auto& [name, tensor] : tensors) {
+    if (!expected_names.count(name)) {
+      problems.push_back(
+          fmt::format("unexpected {} (shape [{}])", name, fmt::join(tensor.sizes(), ", ")));
+    }
+  }
+  if (!problems.empty()) {
+    user_error(
+        "{}: adapter tensors do not match the model and the LoRA options (r={}, "
+        "target_modules {}): {}; check that the adapter was trained for this base model",
+        source, options.rank, fmt::join(options.target_modules, ","), fmt::join(problems, "; "));
+  }
+  const auto targeted = targeted_linears(options);
+  const double scaling = adapters::lora_scaling(options);
+  auto to_leaf = [&](const at::Tensor& t) {
+    return t.detach()
+        .to(model.device(), at::kFloat, /*non_blocking=*/false, /*copy=*/true)
+        .requires_grad_(true);
+  };
+  std::vector<LayerLora> lora(model.weights.layers.size());
+  for (int64_t i = 0; i < static_cast<int64_t>(lora.size()); ++i) {
+    for (int j = 0; j < kNumLlamaLinears; ++j) {
+      if (!targeted[j]) continue;
+      const auto key = peft_module_key(i, j);
+      lora[i][j] = adapters::LoraWeights{to_leaf(tensors.at(key + ".lora_A.weight")),
+                                         to_leaf(tensors.at(key + ".lora_B.weight")), scaling};
+    }
+  }
+  model.lora = std::move(lora);
+  model.lora_options = options;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> lora_parameters(const LlamaModel& model) {
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  for (int64_t i = 0; i < static_cast<int64_t>(model.lora.size()); ++i) {
+    for (int j = 0; j < kNumLlamaLinears; ++j) {
+      const auto& w = model.lora[i][j];
+      if (!w) continue;
+      const auto key = peft_module_key(i, j);
+      params.emplace_back(key + ".lora_A.weight", w->A);
+      params.emplace_back(key + ".lora_B.weight", w->B);
+    }
+  }
+  return params;
 }
 
 }  // namespace qlt::model

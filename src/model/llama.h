@@ -1,27 +1,58 @@
 // The LLaMA decoder forward pass (Hugging Face LlamaForCausalLM semantics):
-// embed -> L x [x + attn(rmsnorm(x)); x + mlp(rmsnorm(x))] -> rmsnorm -> lm_head.
+// embed -> L x [x + attn(rmsnorm(x)); x + mlp(rmsnorm(x))] -> rmsnorm -> lm_head,
+// with optional LoRA adapters (PEFT semantics, adapters/lora.h) on the 7 decoder linears.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "adapters/lora.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
+#include "model/rope.h"
 
 namespace qlt::model {
+
+// The linear layers of a decoder layer that an adapter can target, in PEFT's state-dict
+// order (self_attn q, k, v, o, then mlp gate, up, down).
+inline constexpr int kNumLlamaLinears = 7;
+// "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
+const std::array<std::string, kNumLlamaLinears>& llama_linear_names();
+
+// One optional adapter per targetable linear, indexed as llama_linear_names().
+using LayerLora = std::array<std::optional<adapters::LoraWeights>, kNumLlamaLinears>;
+
+struct ForwardOptions {
+  bool training = false;  // enables LoRA dropout (the base model has no dropout)
+  // Drives LoRA dropout; required when training with dropout > 0. Advanced by every adapted
+  // linear in layer order, so a run is reproducible from the generator's state.
+  std::optional<at::Generator> dropout_generator;
+};
 
 struct LlamaModel {
   LlamaConfig config;
   LlamaWeights weights;
-  at::ScalarType compute_dtype = at::kFloat;  // activations and linear weights
-  at::Tensor inv_freq;                        // [head_dim/2] fp32 RoPE frequencies
+  at::ScalarType compute_dtype = at::kFloat;          // activations and linear weights
+  at::Tensor inv_freq;                                // [head_dim/2] fp32 RoPE frequencies
+  std::optional<adapters::LoraOptions> lora_options;  // set with the adapters by attach_lora
+  std::vector<LayerLora> lora;  // [num_layers] when adapters are attached, else empty
 
   at::Device device() const { return weights.embed_tokens.device(); }
 
   // input_ids [B, T] int64 -> final-normed hidden states [B, T, hidden] (compute dtype).
-  // position_ids [B, T] defaults to 0..T-1 per row. Attention is causal.
-  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& position_ids = {}) const;
+  // position_ids [B, T] defaults to 0..T-1 per row (for packed rows pass
+  // packed_position_ids(segment_ids)). Attention is causal; with segment_ids [B, T] int64
+  // (0 = padding, 1..k = the packed examples of a row) it is causal within a segment only.
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& position_ids = {},
+                           const at::Tensor& segment_ids = {},
+                           const ForwardOptions& options = {}) const;
 
   // input_ids [B, T] -> logits [B, T, vocab] (compute dtype). Materializes B*T*vocab values;
   // for a loss prefer causal_lm_loss on hidden_states, which works in chunks.
@@ -35,5 +66,52 @@ LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType com
 
 // x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// segment_ids [B, T] int64 -> bool mask [B, 1, T, T] for SDPA (true = may attend):
+// key j <= query i and segment_ids[i] == segment_ids[j]. Padding (0) is a segment of its own,
+// so every row keeps at least its diagonal (no all-masked row, no NaN).
+at::Tensor segment_attention_mask(const at::Tensor& segment_ids);
+
+// segment_ids [B, T] -> positions [B, T] int64 restarting at 0 wherever the segment id
+// changes along a row (each packed example starts at position 0, as if it were alone).
+at::Tensor packed_position_ids(const at::Tensor& segment_ids);
+
+// One decoder layer: x [B, T, hidden] (compute dtype) -> the layer's output, same shape.
+// attn_mask: undefined for plain causal attention (SDPA is_causal), else the [B, 1, T, T]
+// bool mask of segment_attention_mask. Self-contained so that it can be recomputed on its
+// own (activation checkpointing); it reads the dropout generator, so a recompute must
+// restore the generator's state first to draw the same dropout masks.
+at::Tensor decoder_layer(const LlamaModel& model, int64_t layer, const at::Tensor& x,
+                         const RopeTables& rope, const at::Tensor& attn_mask,
+                         const ForwardOptions& options);
+
+// PEFT's module path of a targetable linear, e.g.
+// "base_model.model.model.layers.3.self_attn.q_proj" or "...layers.3.mlp.down_proj".
+std::string peft_module_key(int64_t layer, int linear);
+
+// Checks options (adapters::check_lora_options) and that every target module is one of
+// llama_linear_names() (UserError listing the valid names), then attaches freshly initialized
+// adapters (PEFT default init, drawn from `generator` in lora_parameters order) to every
+// targeted linear of every layer, on the model's device. Replaces adapters attached before.
+void attach_lora(LlamaModel& model, const adapters::LoraOptions& options, at::Generator& generator);
+
+// Every adapter tensor the options call for on this model, by PEFT key and shape, in
+// lora_parameters order: lora_A.weight [r, in], lora_B.weight [out, r].
+std::vector<ExpectedTensor> expected_lora_tensors(const LlamaModel& model,
+                                                  const adapters::LoraOptions& options);
+
+// Attaches adapters with the given values (e.g. read from a PEFT adapter file named
+// `source`). Checks options as above; missing, unexpected and wrongly shaped tensors (a rank
+// other than options.rank shows as a wrong shape) are all reported in one UserError naming
+// `source` and each key. Values are copied to fp32 leaves with requires_grad on the model's
+// device.
+void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
+                 const std::map<std::string, at::Tensor>& tensors, const std::string& source);
+
+// The attached adapter tensors (the trainable parameters), named by PEFT's state-dict keys
+// ("base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight"), ordered by layer,
+// then linear (llama_linear_names order), then lora_A before lora_B. Empty without adapters.
+// The tensors are the model's own leaves (not copies).
+std::vector<std::pair<std::string, at::Tensor>> lora_parameters(const LlamaModel& model);
 
 }  // namespace qlt::model
