@@ -4,7 +4,7 @@
 #include <set>
 
 #include "core/errors.h"
-#include "data/attention_mask.h"
+#include "model/llama.h"
 #include "data/batcher.h"
 #include "data/shuffle.h"
 #include "model/causal_lm_loss.h"
@@ -199,10 +199,11 @@ TEST_CASE("packing: the loss of a packed row is the sum of its examples' losses"
   CHECK(packed_loss.sum.item<double>() == Approx(separate).epsilon(1e-5));
 }
 
-TEST_CASE("packed_attention_mask: causal within a segment, padding sees itself",
+// The batcher's segment ids through the model's mask (model/llama.h).
+TEST_CASE("segment_attention_mask: causal within a segment, padding sees itself",
           "[data][batcher]") {
   auto seg = at::tensor(Ids{1, 1, 2, 2, 2, 0}, at::kLong).view({1, 6});
-  auto mask = qlt::data::packed_attention_mask(seg);
+  auto mask = qlt::model::segment_attention_mask(seg);
   REQUIRE(mask.sizes() == at::IntArrayRef({1, 1, 6, 6}));
   auto expected = at::tensor(std::vector<uint8_t>{1, 0, 0, 0, 0, 0,  //
                                                   1, 1, 0, 0, 0, 0,  //
