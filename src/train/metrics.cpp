@@ -34,7 +34,7 @@ MetricsLog::MetricsLog(fs::path file, int64_t keep_up_to_step) : path_(std::move
   if (!out_) user_error("{}: cannot open for writing", path_.string());
 }
 
-void MetricsLog::write(const nlohmann::json& record) {
+void MetricsLog::write(const nlohmann::ordered_json& record) {
   out_ << record.dump() << "\n";
   out_.flush();
 }

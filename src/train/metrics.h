@@ -21,7 +21,7 @@ class MetricsLog {
   // steps (written by the interrupted run after its checkpoint) are dropped first, so the file
   // reads as one uninterrupted run.
   MetricsLog(std::filesystem::path file, int64_t keep_up_to_step = -1);
-  void write(const nlohmann::json& record);
+  void write(const nlohmann::ordered_json& record);  // keys in the order given
   const std::filesystem::path& path() const { return path_; }
 
  private:
