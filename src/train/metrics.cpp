@@ -66,4 +66,24 @@ double memory_in_use_mb(bool cuda, int device_index) {
   return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / 1e6;
 }
 
+double peak_memory_mb(bool cuda, int device_index) {
+#ifdef QLT_WITH_CUDA
+  if (cuda) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
+    const auto& allocated =
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    return static_cast<double>(allocated.peak) / 1e6;
+  }
+#else
+  (void)cuda;
+  (void)device_index;
+#endif
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1e3;  // kB
+  }
+  return 0.0;
+}
+
 }  // namespace qlt::train

@@ -35,4 +35,8 @@ std::string format_duration(double seconds);
 // Resident memory of this process (CPU) or memory allocated by LibTorch on a CUDA device, MB.
 double memory_in_use_mb(bool cuda, int device_index);
 
+// Peak of the same since the process started (CPU: VmHWM) or since LibTorch's CUDA
+// allocator was reset (CUDA: max allocated), MB.
+double peak_memory_mb(bool cuda, int device_index);
+
 }  // namespace qlt::train

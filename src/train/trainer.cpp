@@ -372,6 +372,10 @@ int Trainer::train() {
       save_checkpoint();
     }
   }
+  spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}", step_ - first_step,
+               format_duration(session_seconds), tokens_seen_,
+               peak_memory_mb(cuda, cuda ? device_.index() : 0),
+               cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
   save_final();
   return kExitOk;
 }
