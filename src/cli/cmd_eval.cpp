@@ -133,9 +133,10 @@ int run_eval(const EvalArgs& args) {
     fmt::print("{}\n", out.dump());
   } else {
     fmt::print(
-        "eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} windows, {:.1f} s, "
+        "eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} {}, {:.1f} s, "
         "{:.0f} tokens/s)\n",
-        cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows, r.seconds,
+        cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows,
+        eval_data.windows.empty() ? "examples" : "windows", r.seconds,
         static_cast<double>(r.predicted_tokens) / std::max(r.seconds, 1e-9));
   }
   return kExitOk;
