@@ -1,7 +1,6 @@
 #include "train/metrics.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <sstream>
 #include <vector>
@@ -47,43 +46,40 @@ std::string format_duration(double seconds) {
   return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
 }
 
-double memory_in_use_mb(bool cuda, int device_index) {
-#ifdef QLT_WITH_CUDA
-  if (cuda) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
-    const auto& allocated =
-        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-    return static_cast<double>(allocated.current) / 1e6;
-  }
-#else
-  (void)cuda;
-  (void)device_index;
-#endif
-  // /proc/self/statm: size resident shared ... in pages.
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0.0;
-  return static_cast<double>(resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / 1e6;
-}
+namespace {
 
-double peak_memory_mb(bool cuda, int device_index) {
-#ifdef QLT_WITH_CUDA
-  if (cuda) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
-    const auto& allocated =
-        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
-    return static_cast<double>(allocated.peak) / 1e6;
-  }
-#else
-  (void)cuda;
-  (void)device_index;
-#endif
+// A /proc/self/status field in kB ("VmRSS", "VmHWM"), as MB; 0 when absent.
+double proc_status_mb(const std::string& field) {
   std::ifstream status("/proc/self/status");
   std::string line;
   while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1e3;  // kB
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1e3;
   }
   return 0.0;
+}
+
+// CUDA: bytes allocated by LibTorch's caching allocator now (peak = false) or at most (true).
+double cuda_allocated_mb(int device_index, bool peak) {
+#ifdef QLT_WITH_CUDA
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
+  const auto& allocated =
+      stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+  return static_cast<double>(peak ? allocated.peak : allocated.current) / 1e6;
+#else
+  (void)device_index;
+  (void)peak;
+  user_error("CUDA memory statistics: this build has no CUDA support");
+#endif
+}
+
+}  // namespace
+
+double memory_in_use_mb(bool cuda, int device_index) {
+  return cuda ? cuda_allocated_mb(device_index, false) : proc_status_mb("VmRSS");
+}
+
+double peak_memory_mb(bool cuda, int device_index) {
+  return cuda ? cuda_allocated_mb(device_index, true) : proc_status_mb("VmHWM");
 }
 
 }  // namespace qlt::train
