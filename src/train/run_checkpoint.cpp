@@ -2,9 +2,12 @@
 
 #include <c10/util/hash.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -151,6 +154,33 @@ void prune_checkpoints(const fs::path& run_dir, int64_t keep_last) {
     fs::remove_all(dir, ec);
     if (ec) spdlog::warn("could not delete old checkpoint {}: {}", dir.string(), ec.message());
   }
+}
+
+int remove_stale_temp_checkpoints(const fs::path& run_dir) {
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) return 0;
+  int removed = 0;
+  for (const auto& entry : fs::directory_iterator(run_dir)) {
+    const std::string name = entry.path().filename().string();
+    const size_t tmp = name.find(".tmp-");
+    if (!entry.is_directory() || tmp == std::string::npos || !checkpoint_step(name.substr(0, tmp)))
+      continue;
+    // "<pid>" or "<pid>-<k>" (io::AtomicDir's naming).
+    const std::string pid_text = name.substr(tmp + 5, name.find('-', tmp + 5) - (tmp + 5));
+    if (pid_text.empty() || !std::all_of(pid_text.begin(), pid_text.end(),
+                                         [](unsigned char c) { return std::isdigit(c); }))
+      continue;
+    const auto pid = static_cast<pid_t>(std::stoll(pid_text));
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+    fs::remove_all(entry.path(), ec);
+    if (ec) {
+      spdlog::warn("could not remove {}: {}", entry.path().string(), ec.message());
+      continue;
+    }
+    spdlog::info("removed {} (left by an interrupted checkpoint write)", entry.path().string());
+    ++removed;
+  }
+  return removed;
 }
 
 }  // namespace qlt::train

@@ -49,6 +49,10 @@ std::optional<std::filesystem::path> newest_complete_checkpoint(
 // (incomplete ones older than the oldest kept too). keep_last 0 keeps everything.
 void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep_last);
 
+// Removes the temporary folders ("checkpoint-NNNNNN.tmp-<pid>[-k]") that a killed process
+// left in `run_dir`, when that process is gone; returns how many were removed.
+int remove_stale_temp_checkpoints(const std::filesystem::path& run_dir);
+
 // SHA-1 (hex) of a file's bytes.
 std::string file_sha1(const std::filesystem::path& file);
 

@@ -86,6 +86,7 @@ void Trainer::setup() {
   optim::validate(schedule_);
 
   resolve_resume_checkpoint();
+  remove_stale_temp_checkpoints(run_dir_);
   fs::create_directories(run_dir_);
   write_text_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
 
