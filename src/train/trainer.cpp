@@ -299,7 +299,7 @@ int Trainer::train() {
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       const auto last = newest_complete_checkpoint(run_dir_);
       throw std::runtime_error(fmt::format(
-          "step {}: the {} is {} ; training stopped without writing anything. {} Lower "
+          "step {}: the {} is {}; training stopped without writing anything. {} Lower "
           "optimizer.lr or raise schedule.warmup_steps, check the data and the model files.",
           step_ + 1, std::isfinite(loss) ? "gradient norm" : "loss",
           std::isfinite(loss) ? grad_norm : loss,
