@@ -15,7 +15,9 @@ ctest --test-dir build --output-on-failure -j "$jobs" "$@"
 
 if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   echo "== build with ASan + UBSan (build-asan/)"
-  QLT_BUILD_DIR="$repo/build-asan" QLT_CMAKE_ARGS="-DQLT_SANITIZE=ON" scripts/build.sh
+  # The kernels were compiled (nvcc, when present) by the plain build; not again here.
+  QLT_BUILD_DIR="$repo/build-asan" QLT_CMAKE_ARGS="-DQLT_SANITIZE=ON -DQLT_COMPILE_KERNELS=OFF" \
+    scripts/build.sh
   echo "== tests under ASan + UBSan"
   # shellcheck source=tests/sanitizer_env.sh
   source tests/sanitizer_env.sh
