@@ -34,5 +34,6 @@ Command add_config_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_inspect_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
+Command add_train_command(CLI::App& app);
 
 }  // namespace qlt::cli

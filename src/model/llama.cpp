@@ -151,7 +151,15 @@ at::Tensor LlamaModel::hidden_states(const at::Tensor& input_ids, const at::Tens
   auto rope = rope_tables(inv_freq, positions, compute_dtype);
   auto x = at::embedding(weights.embed_tokens, ids).to(compute_dtype);
   for (int64_t i = 0; i < static_cast<int64_t>(weights.layers.size()); ++i) {
-    x = decoder_layer(*this, i, x, rope, mask, options);
+    if (!options.layer_wrapper) {
+      x = decoder_layer(*this, i, x, rope, mask, options);
+      continue;
+    }
+    // By value: a checkpointing wrapper calls the layer again in backward, after this returns.
+    auto layer = [model = this, i, rope, mask, options](const at::Tensor& h) {
+      return decoder_layer(*model, i, h, rope, mask, options);
+    };
+    x = options.layer_wrapper(i, layer, x);
   }
   return rms_norm(x, weights.norm, config.rms_norm_eps);
 }

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,6 +35,13 @@ struct ForwardOptions {
   // Drives LoRA dropout; required when training with dropout > 0. Advanced by every adapted
   // linear in layer order, so a run is reproducible from the generator's state.
   std::optional<at::Generator> dropout_generator;
+  // When set, decoder layer i runs as layer_wrapper(i, f, x) instead of f(x), where f(x) is
+  // the layer. The trainer passes activation checkpointing here (train/activation_checkpoint.h)
+  // so model/ does not depend on train/. f owns copies of what it needs: it may be kept and
+  // called again in backward.
+  std::function<at::Tensor(int64_t layer, const std::function<at::Tensor(const at::Tensor&)>& f,
+                           const at::Tensor& x)>
+      layer_wrapper;
 };
 
 struct LlamaModel {

@@ -4,26 +4,33 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <utility>
 
+#include "data/batcher.h"
 #include "data/text_dataset.h"
 #include "model/causal_lm_loss.h"
 
 namespace qlt::train {
 
-EvalResult evaluate(const model::LlamaModel& model,
-                    const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
-                    int64_t max_batches, int64_t pad_id) {
+namespace {
+
+// Batches [begin, end) of `count` items (input_ids, labels) from make_batch, at most
+// max_batches of them when > 0; the loss is summed in double across batches.
+EvalResult evaluate_batches(
+    const model::LlamaModel& model, size_t count, int64_t batch_size, int64_t max_batches,
+    const std::function<std::pair<at::Tensor, at::Tensor>(size_t, size_t)>& make_batch) {
   at::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   EvalResult result;
-  double loss_sum = 0;  // summed in double across batches
+  double loss_sum = 0;
   int64_t batches = 0;
-  for (size_t begin = 0; begin < windows.size(); begin += static_cast<size_t>(batch_size)) {
+  for (size_t begin = 0; begin < count; begin += static_cast<size_t>(batch_size)) {
     if (max_batches > 0 && batches == max_batches) break;
-    size_t end = std::min(windows.size(), begin + static_cast<size_t>(batch_size));
-    auto batch = data::collate(windows, begin, end, pad_id);
-    auto hidden = model.hidden_states(batch.input_ids);
-    auto loss = model::causal_lm_loss(hidden, model.weights.lm_head, batch.labels);
+    const size_t end = std::min(count, begin + static_cast<size_t>(batch_size));
+    const auto [input_ids, labels] = make_batch(begin, end);
+    auto hidden = model.hidden_states(input_ids);
+    auto loss = model::causal_lm_loss(hidden, model.weights.lm_head, labels);
     loss_sum += loss.sum.item<double>();
     result.predicted_tokens += loss.count;
     result.windows += static_cast<int64_t>(end - begin);
@@ -34,6 +41,28 @@ EvalResult evaluate(const model::LlamaModel& model,
   result.perplexity = std::exp(result.loss);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+}  // namespace
+
+EvalResult evaluate(const model::LlamaModel& model,
+                    const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
+                    int64_t max_batches, int64_t pad_id) {
+  return evaluate_batches(model, windows.size(), batch_size, max_batches,
+                          [&](size_t begin, size_t end) {
+                            auto batch = data::collate(windows, begin, end, pad_id);
+                            return std::pair{batch.input_ids, batch.labels};
+                          });
+}
+
+EvalResult evaluate_examples(const model::LlamaModel& model,
+                             const std::vector<data::Example>& examples, int64_t batch_size,
+                             int64_t max_batches, int64_t pad_id) {
+  return evaluate_batches(model, examples.size(), batch_size, max_batches,
+                          [&](size_t begin, size_t end) {
+                            auto batch = data::collate_examples(examples, begin, end, pad_id);
+                            return std::pair{batch.input_ids, batch.labels};
+                          });
 }
 
 }  // namespace qlt::train

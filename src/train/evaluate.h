@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "data/example.h"
 #include "model/llama.h"
 
 namespace qlt::train {
@@ -22,5 +23,11 @@ struct EvalResult {
 EvalResult evaluate(const model::LlamaModel& model,
                     const std::vector<std::vector<int64_t>>& windows, int64_t batch_size,
                     int64_t max_batches, int64_t pad_id);
+
+// The same over examples (alpaca / chat / text records with their loss masks), one per row in
+// file order: only trained tokens count (EvalResult::windows counts examples).
+EvalResult evaluate_examples(const model::LlamaModel& model,
+                             const std::vector<data::Example>& examples, int64_t batch_size,
+                             int64_t max_batches, int64_t pad_id);
 
 }  // namespace qlt::train

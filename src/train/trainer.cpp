@@ -1,0 +1,430 @@
+#include "train/trainer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <stdexcept>
+
+#include "core/device.h"
+#include "core/errors.h"
+#include "data/examples.h"
+#include "data/text_dataset.h"
+#include "export/peft_adapter.h"
+#include "io/atomic_dir.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "model/causal_lm_loss.h"
+#include "optim/clip_grad.h"
+#include "quant/nf4.h"
+#include "train/activation_checkpoint.h"
+#include "train/resume_config.h"
+#include "train/run_checkpoint.h"
+#include "train/stop_signal.h"
+
+namespace qlt::train {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kTrainerStateFile = "trainer_state.json";
+constexpr const char* kOptimizerFile = "optimizer.safetensors";
+constexpr const char* kAdapterDir = "adapter";
+constexpr const char* kDropoutRngKey = "rng.dropout";
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+void write_text_atomically(const fs::path& file, const std::string& text) {
+  io::AtomicFile out(file);
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+json read_json(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) user_error("{}: cannot open", file.string());
+  try {
+    return json::parse(in);
+  } catch (const json::exception& e) {
+    user_error("{}: not valid JSON ({})", file.string(), e.what());
+  }
+}
+
+data::DataOptions data_options(const TrainConfig& cfg) {
+  return {cfg.data.format, cfg.data.chat_template, cfg.data.max_seq_len, cfg.data.packing,
+          cfg.data.train_on_inputs};
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options)
+    : options_(std::move(options)), cfg_(options_.config), run_dir_(cfg_.checkpoint.output_dir) {}
+
+void Trainer::setup() {
+  const std::string& origin = options_.config_origin;
+  if (cfg_.data.train.empty())
+    user_error("{}: data.train is empty; set it to the JSONL training set", origin);
+  if (cfg_.checkpoint.output_dir.empty())
+    user_error("{}: checkpoint.output_dir is empty; set it to the run directory", origin);
+  set_cpu_threads(cfg_.training.threads);
+  device_ = resolve_device(cfg_.training.device);
+  dtype_ = parse_compute_dtype(cfg_.model.compute_dtype);
+  lora_ = adapters::LoraOptions{cfg_.adapter.rank, cfg_.adapter.alpha, cfg_.adapter.dropout,
+                                cfg_.adapter.use_rslora, cfg_.adapter.target_modules};
+  adapters::check_lora_options(lora_);
+  optim::AdamWOptions adamw{cfg_.optimizer.lr, cfg_.optimizer.beta1, cfg_.optimizer.beta2,
+                            cfg_.optimizer.eps, cfg_.optimizer.weight_decay};
+  optim::validate(adamw);
+  schedule_ = optim::ScheduleOptions{optim::parse_schedule_type(cfg_.schedule.type),
+                                     cfg_.schedule.warmup_steps, cfg_.training.max_steps,
+                                     cfg_.optimizer.lr};
+  optim::validate(schedule_);
+
+  resolve_resume_checkpoint();
+  fs::create_directories(run_dir_);
+  write_text_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
+
+  tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
+  model_ =
+      model::load_llama(cfg_.model.path, dtype_, device_,
+                        cfg_.quantization.type == "nf4"
+                            ? std::optional<quant::Nf4Options>(quant::Nf4Options{
+                                  cfg_.quantization.block_size, cfg_.quantization.double_quant})
+                            : std::nullopt);
+  if (tokenizer_->vocab_size() > model_.config.vocab_size)
+    user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}",
+               cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
+  if (resume_checkpoint_) {
+    exporter::load_peft_adapter(model_, *resume_checkpoint_ / kAdapterDir);
+  } else {
+    // PEFT's init (kaiming-uniform A, zero B) from the run's seed.
+    at::Generator init = at::globalContext().defaultGenerator(at::kCPU).clone();
+    init.set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
+    model::attach_lora(model_, lora_, init);
+  }
+  params_ = model::lora_parameters(model_);
+  layer_params_.assign(model_.lora.size(), {});
+  for (size_t i = 0; i < model_.lora.size(); ++i)
+    for (const auto& lora : model_.lora[i])
+      if (lora) layer_params_[i].insert(layer_params_[i].end(), {lora->A, lora->B});
+
+  load_data();
+  optimizer_ = std::make_unique<optim::AdamW>(params_, adamw);
+  dropout_generator_ = at::globalContext().defaultGenerator(device_).clone();
+  dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
+  if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);
+  metrics_ =
+      std::make_unique<MetricsLog>(run_dir_ / "metrics.jsonl", resume_checkpoint_ ? step_ : -1);
+  int64_t trainable = 0;
+  for (const auto& [name, p] : params_) trainable += p.numel();
+  spdlog::info(
+      "model {}: {} layers, frozen linears {} ({}), LoRA r={} alpha={} on {} -> {} "
+      "trainable parameters; device {}",
+      cfg_.model.path, model_.config.num_hidden_layers,
+      cfg_.quantization.type == "nf4" ? "NF4" : "dense", cfg_.model.compute_dtype, lora_.rank,
+      lora_.alpha, fmt::join(lora_.target_modules, ","), trainable, device_.str());
+}
+
+void Trainer::resolve_resume_checkpoint() {
+  if (!options_.resume_from.empty()) {
+    const std::string problem = checkpoint_problem(options_.resume_from);
+    if (!problem.empty())
+      user_error(
+          "cannot resume from {}: {}; name a complete checkpoint, or use --resume alone "
+          "for the newest complete one",
+          options_.resume_from.string(), problem);
+    resume_checkpoint_ = options_.resume_from;
+  } else if (options_.resume_latest) {
+    resume_checkpoint_ = newest_complete_checkpoint(run_dir_);
+    if (!resume_checkpoint_)
+      user_error(
+          "--resume: {} holds no complete checkpoint (checkpoint-NNNNNN with DONE); "
+          "start without --resume, or set checkpoint.output_dir to the run to resume",
+          run_dir_.string());
+  } else {
+    std::error_code ec;
+    if (fs::exists(run_dir_, ec) && !fs::is_empty(run_dir_, ec)) {
+      const auto checkpoints = list_checkpoints(run_dir_);
+      user_error(
+          "checkpoint.output_dir {} is not empty{}: resume that run with --resume, or "
+          "choose another checkpoint.output_dir (a new run never overwrites an old one)",
+          run_dir_.string(),
+          checkpoints.empty()
+              ? ""
+              : fmt::format(" (newest checkpoint {})", checkpoints.front().filename().string()));
+    }
+    return;
+  }
+  const fs::path state_file = *resume_checkpoint_ / kTrainerStateFile;
+  const json state = read_json(state_file);
+  if (!state.contains("config") || !state.contains("step"))
+    user_error("{}: not a qlora-train trainer state (no \"config\" / \"step\")",
+               state_file.string());
+  const auto differences = resume_incompatibilities(state["config"], config_to_json(cfg_));
+  if (!differences.empty())
+    user_error(
+        "cannot resume from {}: the config differs in keys that must stay the same:\n  "
+        "{}\n restore them, or start a new run in another checkpoint.output_dir",
+        resume_checkpoint_->string(), fmt::join(differences, "\n  "));
+  const int64_t step = state["step"].get<int64_t>();
+  if (step >= cfg_.training.max_steps)
+    user_error(
+        "{} is at step {}, and training.max_steps is {}: nothing to train; raise "
+        "training.max_steps to continue",
+        resume_checkpoint_->string(), step, cfg_.training.max_steps);
+}
+
+void Trainer::load_data() {
+  const data::DataOptions options = data_options(cfg_);
+  data::validate(options);
+  data::ExampleSet train = data::read_examples(cfg_.data.train, *tokenizer_, options);
+  spdlog::info(
+      "data {}: {} records -> {} examples ({} truncated to {} tokens, {} dropped), {} "
+      "trained tokens, packing {}",
+      cfg_.data.train, train.records, train.examples.size(), train.truncated, cfg_.data.max_seq_len,
+      train.dropped, train.trained_tokens, cfg_.data.packing ? "on" : "off");
+  batcher_ = std::make_unique<data::Batcher>(std::move(train.examples), options,
+                                             static_cast<uint64_t>(cfg_.training.seed),
+                                             tokenizer_->eos_id());
+  if (cfg_.data.eval.empty()) return;
+  if (cfg_.data.format == "text") {
+    eval_set_.windows = data::make_eval_windows(data::read_documents(cfg_.data.eval, "text"),
+                                                *tokenizer_, cfg_.data.max_seq_len);
+  } else {
+    eval_set_.examples = data::read_examples(cfg_.data.eval, *tokenizer_, options).examples;
+  }
+}
+
+void Trainer::restore_run_state(const fs::path& checkpoint) {
+  const fs::path state_file = checkpoint / kTrainerStateFile;
+  const json state = read_json(state_file);
+  try {
+    step_ = state.at("step").get<int64_t>();
+    tokens_seen_ = state.at("tokens_seen").get<int64_t>();
+    train_seconds_ = state.at("train_seconds").get<double>();
+    batcher_->restore(data::cursor_from_json(state.at("data_cursor"), state_file.string()));
+    auto file = io::SafetensorsFile::open(checkpoint / kOptimizerFile);
+    std::map<std::string, at::Tensor> tensors;
+    for (const auto& info : file.tensors()) tensors[info.name] = file.tensor(info.name);
+    if (!tensors.count(kDropoutRngKey))
+      user_error("{}: missing tensor {}", (checkpoint / kOptimizerFile).string(), kDropoutRngKey);
+    dropout_generator_->set_state(tensors.at(kDropoutRngKey));
+    tensors.erase(kDropoutRngKey);
+    optimizer_->load_state(tensors, state.at("optimizer"));
+  } catch (const json::exception& e) {
+    user_error("{}: malformed trainer state ({})", state_file.string(), e.what());
+  }
+  spdlog::info("resumed from {} at step {} ({} tokens seen)", checkpoint.string(), step_,
+               tokens_seen_);
+}
+
+model::ForwardOptions Trainer::forward_options() {
+  model::ForwardOptions forward;
+  forward.training = true;
+  forward.dropout_generator = dropout_generator_;
+  if (cfg_.training.activation_checkpointing) {
+    forward.layer_wrapper = [this](int64_t layer,
+                                   const std::function<at::Tensor(const at::Tensor&)>& f,
+                                   const at::Tensor& x) {
+      return checkpointed(f, x, layer_params_[static_cast<size_t>(layer)], dropout_generator_);
+    };
+  }
+  return forward;
+}
+
+EvalResult Trainer::run_eval() {
+  const int64_t pad = tokenizer_->eos_id();
+  return eval_set_.examples.empty()
+             ? evaluate(model_, eval_set_.windows, cfg_.eval.batch_size, cfg_.eval.max_batches, pad)
+             : evaluate_examples(model_, eval_set_.examples, cfg_.eval.batch_size,
+                                 cfg_.eval.max_batches, pad);
+}
+
+int Trainer::train() {
+  StopSignalScope signals;
+  const model::ForwardOptions forward = forward_options();
+  std::vector<at::Tensor> params;
+  for (const auto& [name, p] : params_) params.push_back(p);
+  const bool cuda = device_.is_cuda();
+  const int64_t first_step = step_;
+  spdlog::info(
+      "training steps {}..{} ({} x {} sequences of <= {} tokens per step, lr {} {}, "
+      "warmup {})",
+      step_ + 1, cfg_.training.max_steps, cfg_.training.grad_accum, cfg_.training.micro_batch_size,
+      cfg_.data.max_seq_len, cfg_.optimizer.lr, cfg_.schedule.type, cfg_.schedule.warmup_steps);
+  if (!eval_set_.empty() && step_ == 0) {
+    const EvalResult r = run_eval();
+    spdlog::info("eval at step 0: loss {:.4f} perplexity {:.3f}", r.loss, r.perplexity);
+    metrics_->write({{"type", "eval"},
+                     {"step", 0},
+                     {"loss", r.loss},
+                     {"perplexity", r.perplexity},
+                     {"tokens", r.predicted_tokens},
+                     {"seconds", r.seconds}});
+  }
+
+  // The logging interval's sums.
+  double interval_loss_sum = 0, interval_seconds = 0;
+  int64_t interval_trained = 0, interval_tokens = 0;
+  const auto session_start = std::chrono::steady_clock::now();
+  double session_seconds = 0;
+
+  while (step_ < cfg_.training.max_steps) {
+    const auto step_start = std::chrono::steady_clock::now();
+    // All micro-batches of the step first: the loss is the mean over every trained token of
+    // the step, so each micro-batch's sum is divided by the step's total.
+    std::vector<data::TrainBatch> batches;
+    int64_t trained = 0, tokens = 0;
+    for (int64_t k = 0; k < cfg_.training.grad_accum; ++k) {
+      batches.push_back(batcher_->next(cfg_.training.micro_batch_size));
+      trained += batches.back().trained_tokens;
+      tokens += batches.back().segment_ids.ne(0).sum().item<int64_t>();
+    }
+    double loss_sum = 0;
+    for (const auto& b : batches) {
+      const at::Tensor hidden =
+          model_.hidden_states(b.input_ids, b.position_ids, b.segment_ids, forward);
+      auto loss = model::causal_lm_loss(hidden, model_.weights.lm_head, b.labels.to(device_));
+      (loss.sum / static_cast<double>(trained)).backward();
+      loss_sum += loss.sum.item<double>();
+    }
+    const double loss = loss_sum / static_cast<double>(trained);
+    const double grad_norm = optim::clip_grad_norm(params, cfg_.optimizer.max_grad_norm);
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      const auto last = newest_complete_checkpoint(run_dir_);
+      throw std::runtime_error(fmt::format(
+          "step {}: the {} is {} ; training stopped without writing anything. {} Lower "
+          "optimizer.lr or raise schedule.warmup_steps, check the data and the model files.",
+          step_ + 1, std::isfinite(loss) ? "gradient norm" : "loss",
+          std::isfinite(loss) ? grad_norm : loss,
+          last ? fmt::format("The last good checkpoint is {} (resume with --resume).",
+                             last->string())
+               : std::string("There is no checkpoint yet.")));
+    }
+    const double lr = optim::lr_at(schedule_, step_);
+    optimizer_->step(lr);
+    optimizer_->zero_grad();
+    ++step_;
+    const double seconds = seconds_since(step_start);
+    train_seconds_ += seconds;
+    tokens_seen_ += tokens;
+    interval_loss_sum += loss_sum;
+    interval_trained += trained;
+    interval_tokens += tokens;
+    interval_seconds += seconds;
+    session_seconds = seconds_since(session_start);
+
+    const bool last_step = step_ == cfg_.training.max_steps;
+    if (step_ % cfg_.logging.every_steps == 0 || last_step || stop_requested()) {
+      const double interval_loss = interval_loss_sum / static_cast<double>(interval_trained);
+      const double tokens_per_s = static_cast<double>(interval_tokens) / interval_seconds;
+      const double memory = memory_in_use_mb(cuda, cuda ? device_.index() : 0);
+      const double eta = session_seconds / static_cast<double>(step_ - first_step) *
+                         static_cast<double>(cfg_.training.max_steps - step_);
+      spdlog::info(
+          "step {}/{}  loss {:.4f}  lr {:.3e}  grad_norm {:.3f}  {:.0f} tokens/s  "
+          "mem {:.0f} MB  eta {}",
+          step_, cfg_.training.max_steps, interval_loss, lr, grad_norm, tokens_per_s, memory,
+          format_duration(eta));
+      metrics_->write({{"type", "train"},
+                       {"step", step_},
+                       {"epoch", batcher_->epoch_progress()},
+                       {"loss", interval_loss},
+                       {"lr", lr},
+                       {"grad_norm", grad_norm},
+                       {"tokens", interval_tokens},
+                       {"trained_tokens", interval_trained},
+                       {"seconds", interval_seconds},
+                       {"tokens_per_s", tokens_per_s},
+                       {"memory_mb", memory},
+                       {"elapsed_s", train_seconds_},
+                       {"eta_s", eta}});
+      interval_loss_sum = interval_seconds = 0;
+      interval_trained = interval_tokens = 0;
+    }
+    if (!eval_set_.empty() &&
+        (last_step || (cfg_.eval.every_steps > 0 && step_ % cfg_.eval.every_steps == 0))) {
+      const EvalResult r = run_eval();
+      spdlog::info("eval at step {}: loss {:.4f} perplexity {:.3f} ({} tokens, {:.1f} s)", step_,
+                   r.loss, r.perplexity, r.predicted_tokens, r.seconds);
+      metrics_->write({{"type", "eval"},
+                       {"step", step_},
+                       {"loss", r.loss},
+                       {"perplexity", r.perplexity},
+                       {"tokens", r.predicted_tokens},
+                       {"seconds", r.seconds}});
+    }
+    if (stop_requested()) {
+      const fs::path saved = save_checkpoint();
+      spdlog::warn(
+          "stopped by signal {} after step {}; state saved in {} (continue with "
+          "--resume)",
+          stop_signal_number(), step_, saved.string());
+      return kExitStopped;
+    }
+    if (last_step ||
+        (cfg_.checkpoint.every_steps > 0 && step_ % cfg_.checkpoint.every_steps == 0)) {
+      save_checkpoint();
+    }
+  }
+  spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}", step_ - first_step,
+               format_duration(session_seconds), tokens_seen_,
+               peak_memory_mb(cuda, cuda ? device_.index() : 0),
+               cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
+  save_final();
+  return kExitOk;
+}
+
+fs::path Trainer::save_checkpoint() {
+  const fs::path dir = checkpoint_path(run_dir_, step_);
+  const json config = config_to_json(cfg_);
+  write_checkpoint_folder(dir, [&](const fs::path& tmp) {
+    fs::create_directory(tmp / kAdapterDir);
+    exporter::write_peft_adapter(tmp / kAdapterDir, model_, lora_, cfg_.model.path);
+    auto tensors = optimizer_->state_tensors();
+    tensors.emplace_back(kDropoutRngKey, dropout_generator_->get_state());
+    io::save_safetensors(tmp / kOptimizerFile, tensors, {{"format", "pt"}});
+    const json state = {{"format", "qlora-train trainer state 1"},
+                        {"step", step_},
+                        {"tokens_seen", tokens_seen_},
+                        {"train_seconds", train_seconds_},
+                        {"data_cursor", data::cursor_to_json(batcher_->cursor())},
+                        {"optimizer", optimizer_->state_meta()},
+                        {"dropout_rng_device", device_.str()},
+                        {"config", config},
+                        {"config_hash", resume_config_hash(config)}};
+    write_text_atomically(tmp / kTrainerStateFile, state.dump(2) + "\n");
+  });
+  prune_checkpoints(run_dir_, cfg_.checkpoint.keep_last);
+  spdlog::info("checkpoint {}", dir.string());
+  return dir;
+}
+
+void Trainer::save_final() {
+  const fs::path final_dir = run_dir_ / "final";
+  io::AtomicDir dir(final_dir, /*overwrite=*/true);
+  exporter::write_peft_adapter(dir.path(), model_, lora_, cfg_.model.path);
+  dir.commit();
+  fmt::print(
+      "\nadapter written to {dir} (PEFT LoRA layout: adapter_model.safetensors + "
+      "adapter_config.json)\n"
+      "  evaluate it:  qlora-train eval --config {cfg} --checkpoint {dir}\n"
+      "  in Python:    "
+      "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"{model}\"), "
+      "\"{dir}\")\n",
+      fmt::arg("dir", final_dir.string()), fmt::arg("cfg", options_.config_origin),
+      fmt::arg("model", cfg_.model.path));
+}
+
+void Trainer::cleanup() {
+  metrics_.reset();
+  optimizer_.reset();
+  batcher_.reset();
+}
+
+}  // namespace qlt::train

@@ -1,0 +1,100 @@
+// The training recipe (DESIGN.md §3): setup -> train -> save_checkpoint -> cleanup, in the
+// shape of torchtune's recipes. Everything that can fail on bad input fails in setup(),
+// before the first step.
+//
+// Run directory (checkpoint.output_dir):
+//   config.json            the effective config of the latest start (or resume)
+//   metrics.jsonl          one JSON object per logged step / eval (train/metrics.h)
+//   checkpoint-NNNNNN/     adapter/ (PEFT layout), optimizer.safetensors (AdamW state + RNG
+//                          state), trainer_state.json (step, data cursor, config + hash),
+//                          manifest.json (size + SHA-1 of every file), DONE (written last)
+//   final/                 the final adapter in PEFT's layout
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adapters/lora.h"
+#include "core/config.h"
+#include "data/batcher.h"
+#include "model/llama.h"
+#include "optim/adamw.h"
+#include "optim/lr_schedule.h"
+#include "tokenizer/tokenizer.h"
+#include "train/evaluate.h"
+#include "train/metrics.h"
+
+namespace qlt::train {
+
+struct TrainerOptions {
+  TrainConfig config;
+  std::string config_origin;          // the config file, for messages
+  bool resume_latest = false;         // --resume: newest complete checkpoint
+  std::filesystem::path resume_from;  // --resume PATH (empty: not given)
+};
+
+// Exit code of train() when SIGINT / SIGTERM stopped the run after a clean checkpoint.
+inline constexpr int kExitStopped = 130;
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerOptions options);
+
+  // Validates the config, picks the checkpoint to resume from (refusing an incomplete,
+  // corrupted or incompatible one), loads tokenizer, model, adapters, data, optimizer and,
+  // when resuming, the run state.
+  void setup();
+  // Runs optimizer steps up to training.max_steps: logs, evaluates and checkpoints on their
+  // intervals, writes a checkpoint and final/ at the end. Returns 0, or kExitStopped after
+  // SIGINT/SIGTERM (the current step finished and was checkpointed). A non-finite loss or
+  // gradient norm throws std::runtime_error without writing anything.
+  int train();
+  // checkpoint-<step>/ of the current state (atomic; prunes to checkpoint.keep_last).
+  std::filesystem::path save_checkpoint();
+  // Writes final/ (PEFT adapter) and prints where it is and how to use it.
+  void save_final();
+  void cleanup();
+
+ private:
+  struct EvalSet {
+    std::vector<std::vector<int64_t>> windows;  // format text: windows as `eval` uses
+    std::vector<data::Example> examples;        // alpaca / chat: examples with loss masks
+    bool empty() const { return windows.empty() && examples.empty(); }
+  };
+
+  void resolve_resume_checkpoint();
+  void load_data();
+  void restore_run_state(const std::filesystem::path& checkpoint);
+  EvalResult run_eval();
+  model::ForwardOptions forward_options();
+
+  TrainerOptions options_;
+  const TrainConfig& cfg_;
+  std::filesystem::path run_dir_;
+  at::Device device_ = at::kCPU;
+  at::ScalarType dtype_ = at::kFloat;
+  std::optional<std::filesystem::path> resume_checkpoint_;
+
+  std::optional<tokenizer::Tokenizer> tokenizer_;
+  model::LlamaModel model_;
+  adapters::LoraOptions lora_;
+  std::vector<std::pair<std::string, at::Tensor>> params_;  // lora_parameters(model_)
+  std::vector<std::vector<at::Tensor>> layer_params_;       // per decoder layer (checkpointing)
+  std::unique_ptr<data::Batcher> batcher_;
+  EvalSet eval_set_;
+  std::unique_ptr<optim::AdamW> optimizer_;
+  optim::ScheduleOptions schedule_;
+  std::optional<at::Generator> dropout_generator_;
+  std::unique_ptr<MetricsLog> metrics_;
+
+  int64_t step_ = 0;          // optimizer steps done
+  int64_t tokens_seen_ = 0;   // non-padding input tokens over the whole run
+  double train_seconds_ = 0;  // wall time of optimizer steps over the whole run
+};
+
+}  // namespace qlt::train
