@@ -15,6 +15,7 @@
 #include "io/safetensors_test_util.h"
 #include "model/causal_lm_loss.h"
 #include "model/llama.h"
+#include "quant/bnb_fixture_copy.h"
 #include "test_paths.h"
 
 namespace {
@@ -22,47 +23,16 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using qlt::test::require_user_error;
-using qlt::test::TempDir;
 
-const fs::path kBnbDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/bnb_llama_gqa";
+const fs::path kBnbDir = qlt::test::kBnbFixtureDir;
 const std::string kWeight = "model.layers.1.self_attn.k_proj.weight";  // [32, 64]
-const std::string kState = kWeight + ".quant_state.bitsandbytes__nf4";
+const std::string kState = kWeight + qlt::test::kBnbStateSuffix;
 
-at::Tensor text_tensor(const std::string& text) {
-  at::Tensor t = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-  std::memcpy(t.data_ptr(), text.data(), text.size());
-  return t;
+// The fixture with some tensors replaced or removed, loaded through load_llama.
+void require_load_error(qlt::test::BnbFixtureCopy& copy, const std::vector<std::string>& parts) {
+  copy.save();
+  require_user_error([&] { qlt::model::load_llama(copy.dir.path, at::kFloat, at::kCPU); }, parts);
 }
-
-// A copy of the fixture with some tensors replaced or removed, loaded through load_llama.
-struct SpoiltCopy {
-  TempDir dir;
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  SpoiltCopy() {
-    const auto file = qlt::io::SafetensorsFile::open(kBnbDir / "model.safetensors");
-    for (const auto& info : file.tensors())
-      tensors.emplace_back(info.name, file.tensor(info.name).clone());
-    fs::copy_file(kBnbDir / "config.json", dir / "config.json");
-  }
-  at::Tensor& at(const std::string& name) {
-    for (auto& [n, t] : tensors)
-      if (n == name) return t;
-    FAIL("no tensor " << name);
-    throw;
-  }
-  json state() {
-    const at::Tensor t = at(kState);
-    return json::parse(std::string(static_cast<const char*>(t.data_ptr()), t.numel()));
-  }
-  void set_state(const std::string& text) { at(kState) = text_tensor(text); }
-  void erase(const std::string& name) {
-    std::erase_if(tensors, [&](const auto& p) { return p.first == name; });
-  }
-  void require_load_error(const std::vector<std::string>& parts) {
-    qlt::io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-    require_user_error([&] { qlt::model::load_llama(dir.path, at::kFloat, at::kCPU); }, parts);
-  }
-};
 
 }  // namespace
 
@@ -103,36 +73,36 @@ TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its 
 }
 
 TEST_CASE("a bnb checkpoint without a quant state is refused naming the tensor", "[bnb][model]") {
-  SpoiltCopy copy;
+  qlt::test::BnbFixtureCopy copy(kWeight);
   copy.erase(kState);
-  copy.require_load_error({kWeight, "quant_state.bitsandbytes__nf4", "missing"});
+  require_load_error(copy, {kWeight, "quant_state.bitsandbytes__nf4", "missing"});
 }
 
 TEST_CASE("a bnb checkpoint with a malformed quant state is refused naming the tensor",
           "[bnb][model]") {
-  SpoiltCopy copy;
-  copy.set_state("{\"quant_type\": \"nf4\", \"blocksize\": 64,");
-  copy.require_load_error({kState, "not valid JSON"});
+  qlt::test::BnbFixtureCopy copy(kWeight);
+  copy.set_state_text("{\"quant_type\": \"nf4\", \"blocksize\": 64,");
+  require_load_error(copy, {kState, "not valid JSON"});
 }
 
 TEST_CASE("a bnb quant state whose shape disagrees with config.json is refused", "[bnb][model]") {
-  SpoiltCopy copy;
+  qlt::test::BnbFixtureCopy copy(kWeight);
   json state = copy.state();
   state["shape"] = {64, 32};  // same element count, so the packed bytes still fit
-  copy.set_state(state.dump());
-  copy.require_load_error({kWeight, "[64, 32]", "[32, 64]", "config.json"});
+  copy.set_state_text(state.dump());
+  require_load_error(copy, {kWeight, "[64, 32]", "[32, 64]", "config.json"});
 }
 
 TEST_CASE("a bnb quant state with an unsupported block size is refused", "[bnb][model]") {
-  SpoiltCopy copy;
+  qlt::test::BnbFixtureCopy copy(kWeight);
   json state = copy.state();
   state["blocksize"] = 48;
-  copy.set_state(state.dump());
-  copy.require_load_error({kState, "blocksize 48"});
+  copy.set_state_text(state.dump());
+  require_load_error(copy, {kState, "blocksize 48"});
 }
 
 TEST_CASE("bnb companions without their packed weight are refused naming it", "[bnb][model]") {
-  SpoiltCopy copy;
+  qlt::test::BnbFixtureCopy copy(kWeight);
   copy.erase(kWeight);
-  copy.require_load_error({kWeight});
+  require_load_error(copy, {kWeight});
 }

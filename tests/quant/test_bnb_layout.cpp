@@ -17,6 +17,7 @@
 
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "quant/bnb_fixture_copy.h"
 #include "quant/bnb_layout.h"
 #include "quant/nf4.h"
 #include "test_paths.h"
@@ -30,15 +31,18 @@ using qlt::io::SafetensorsFile;
 using qlt::quant::bnb_nf4_tensors;
 using qlt::quant::Nf4Tensor;
 using qlt::quant::read_bnb_nf4;
+using qlt::test::BnbFixtureCopy;
 using qlt::test::require_user_error;
 using qlt::test::same_tensor;
 using qlt::test::TempDir;
+using qlt::test::tensor_text;
+using qlt::test::text_tensor;
 using Tensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-const fs::path kBnbDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/bnb_llama_gqa";
+const fs::path kBnbDir = qlt::test::kBnbFixtureDir;
 const fs::path kFp32Dir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_gqa";
 const fs::path kCasesFile = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/nf4/cases.safetensors";
-const std::string kStateSuffix = ".quant_state.bitsandbytes__nf4";
+const std::string kStateSuffix = qlt::test::kBnbStateSuffix;
 
 // The weight names of the quantized modules (14 in the fixture).
 std::vector<std::string> quantized_weights(const SafetensorsCheckpoint& ckpt) {
@@ -48,17 +52,6 @@ std::vector<std::string> quantized_weights(const SafetensorsCheckpoint& ckpt) {
         name.compare(name.size() - kStateSuffix.size(), kStateSuffix.size(), kStateSuffix) == 0)
       out.push_back(name.substr(0, name.size() - kStateSuffix.size()));
   return out;
-}
-
-std::string tensor_text(const at::Tensor& bytes) {
-  const at::Tensor c = bytes.contiguous();
-  return std::string(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()));
-}
-
-at::Tensor text_tensor(const std::string& text) {
-  at::Tensor t = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-  if (!text.empty()) std::memcpy(t.data_ptr(), text.data(), text.size());
-  return t;
 }
 
 json read_json(const fs::path& path) {
@@ -202,59 +195,15 @@ TEST_CASE("bnb: Python float repr", "[bnb]") {
 // A copy of bnb_llama_gqa whose tensors a test spoils before reading kWeight back.
 const std::string kWeight = "model.layers.0.mlp.down_proj.weight";  // [64, 160]: 160 blocks
 
-struct BrokenCopy {
-  TempDir dir;
-  Tensors tensors;
-
-  BrokenCopy() {
-    const auto file = SafetensorsFile::open(kBnbDir / "model.safetensors");
-    for (const auto& info : file.tensors())
-      tensors.emplace_back(info.name, file.tensor(info.name).clone());
-    fs::copy_file(kBnbDir / "config.json", dir / "config.json");
-  }
-  at::Tensor& at(const std::string& name) {
-    for (auto& [n, t] : tensors)
-      if (n == name) return t;
-    FAIL("no tensor " << name);
-    throw;
-  }
-  void set(const std::string& name, at::Tensor t) {
-    for (auto& [n, old] : tensors)
-      if (n == name) {
-        old = std::move(t);
-        return;
-      }
-    tensors.emplace_back(name, std::move(t));
-  }
-  void erase(const std::string& name) {
-    const auto it = std::find_if(tensors.begin(), tensors.end(),
-                                 [&](const auto& p) { return p.first == name; });
-    REQUIRE(it != tensors.end());
-    tensors.erase(it);
-  }
-  void rename(const std::string& from, const std::string& to) {
-    at::Tensor t = at(from);
-    erase(from);
-    set(to, t);
-  }
-  json state() { return json::parse(tensor_text(at(kWeight + kStateSuffix))); }
-  void set_state_text(const std::string& text) { set(kWeight + kStateSuffix, text_tensor(text)); }
-  template <typename Edit>
-  void edit_state(Edit edit) {
-    json j = state();
-    edit(j);
-    set_state_text(j.dump());
-  }
-  // Writes the copy and requires read_bnb_nf4(kWeight) to fail naming every part.
-  void require_error(const std::vector<std::string>& parts) {
-    qlt::io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-    const auto ckpt = SafetensorsCheckpoint::open(dir.path);
-    require_user_error([&] { read_bnb_nf4(ckpt, kWeight); }, parts);
-  }
-};
+// Writes the copy and requires read_bnb_nf4(kWeight) to fail naming every part.
+void require_read_error(BnbFixtureCopy& copy, const std::vector<std::string>& parts) {
+  copy.save();
+  const auto ckpt = SafetensorsCheckpoint::open(copy.dir.path);
+  require_user_error([&] { read_bnb_nf4(ckpt, kWeight); }, parts);
+}
 
 TEST_CASE("bnb: an unbroken copy reads", "[bnb]") {
-  BrokenCopy copy;
+  BnbFixtureCopy copy(kWeight);
   copy.edit_state([](json&) {});  // compact JSON (no spaces, sorted keys) is fine too
   qlt::io::save_safetensors(copy.dir / "model.safetensors", copy.tensors);
   const auto ckpt = SafetensorsCheckpoint::open(copy.dir.path);
@@ -265,141 +214,142 @@ TEST_CASE("bnb: an unbroken copy reads", "[bnb]") {
 
 TEST_CASE("bnb: quant-state errors", "[bnb]") {
   const std::string qs = kWeight + kStateSuffix;
-  BrokenCopy copy;
+  BnbFixtureCopy copy(kWeight);
   SECTION("missing") {
     copy.erase(qs);
-    copy.require_error({kWeight, qs, "missing"});
+    require_read_error(copy, {kWeight, qs, "missing"});
   }
   SECTION("fp4 key") {
     copy.rename(qs, kWeight + ".quant_state.bitsandbytes__fp4");
-    copy.require_error({"bitsandbytes__fp4", "fp4", "not supported", "nf4"});
+    require_read_error(copy, {"bitsandbytes__fp4", "fp4", "not supported", "nf4"});
   }
   SECTION("not JSON") {
     copy.set_state_text("{\"quant_type\": \"nf4\", ");
-    copy.require_error({qs, "not valid JSON"});
+    require_read_error(copy, {qs, "not valid JSON"});
   }
   SECTION("not an object") {
     copy.set_state_text("[1, 2]");
-    copy.require_error({qs, "not a JSON object"});
+    require_read_error(copy, {qs, "not a JSON object"});
   }
   SECTION("not bytes") {
     copy.set(qs, at::zeros({4}, at::kFloat));
-    copy.require_error({qs, "U8", "F32"});
+    require_read_error(copy, {qs, "U8", "F32"});
   }
   SECTION("unknown key") {
     copy.edit_state([](json& j) { j["quant_storage"] = "uint8"; });
-    copy.require_error({qs, "unknown", "quant_storage"});
+    require_read_error(copy, {qs, "unknown", "quant_storage"});
   }
   for (const char* key : {"quant_type", "blocksize", "dtype", "shape", "nested_blocksize",
                           "nested_dtype", "nested_offset"}) {
     SECTION(std::string("missing ") + key) {
       copy.edit_state([&](json& j) { j.erase(key); });
-      copy.require_error({qs, "no \"" + std::string(key) + "\""});
+      require_read_error(copy, {qs, "no \"" + std::string(key) + "\""});
     }
   }
   SECTION("wrong types") {
     SECTION("quant_type") {
       copy.edit_state([](json& j) { j["quant_type"] = 4; });
-      copy.require_error({qs, "\"quant_type\" must be a string"});
+      require_read_error(copy, {qs, "\"quant_type\" must be a string"});
     }
     SECTION("blocksize") {
       copy.edit_state([](json& j) { j["blocksize"] = "64"; });
-      copy.require_error({qs, "\"blocksize\" must be an integer", "\"64\""});
+      require_read_error(copy, {qs, "\"blocksize\" must be an integer", "\"64\""});
     }
     SECTION("blocksize float") {
       copy.edit_state([](json& j) { j["blocksize"] = 64.0; });
-      copy.require_error({qs, "\"blocksize\" must be an integer"});
+      require_read_error(copy, {qs, "\"blocksize\" must be an integer"});
     }
     SECTION("dtype") {
       copy.edit_state([](json& j) { j["dtype"] = nullptr; });
-      copy.require_error({qs, "\"dtype\" must be a string"});
+      require_read_error(copy, {qs, "\"dtype\" must be a string"});
     }
     SECTION("shape") {
       copy.edit_state([](json& j) { j["shape"] = "64x160"; });
-      copy.require_error({qs, "\"shape\" must be a list"});
+      require_read_error(copy, {qs, "\"shape\" must be a list"});
     }
     SECTION("shape entries") {
       copy.edit_state([](json& j) { j["shape"] = json::array({64, -160}); });
-      copy.require_error({qs, "[64,-160]", "non-negative integer"});
+      require_read_error(copy, {qs, "[64,-160]", "non-negative integer"});
     }
     SECTION("shape overflow") {
       copy.edit_state([](json& j) { j["shape"] = json::array({1ll << 40, 1ll << 40}); });
-      copy.require_error({qs, "64 bits"});
+      require_read_error(copy, {qs, "64 bits"});
     }
     SECTION("empty shape") {
       copy.edit_state([](json& j) { j["shape"] = json::array(); });
-      copy.require_error({qs, "\"shape\" is empty"});
+      require_read_error(copy, {qs, "\"shape\" is empty"});
     }
     SECTION("zero-size shape") {
       copy.edit_state([](json& j) { j["shape"] = json::array({0, 160}); });
-      copy.require_error({qs, "no elements"});
+      require_read_error(copy, {qs, "no elements"});
     }
     SECTION("nested_blocksize") {
       copy.edit_state([](json& j) { j["nested_blocksize"] = "256"; });
-      copy.require_error({qs, "\"nested_blocksize\" must be an integer"});
+      require_read_error(copy, {qs, "\"nested_blocksize\" must be an integer"});
     }
     SECTION("nested_dtype") {
       copy.edit_state([](json& j) { j["nested_dtype"] = 32; });
-      copy.require_error({qs, "\"nested_dtype\" must be a string"});
+      require_read_error(copy, {qs, "\"nested_dtype\" must be a string"});
     }
     SECTION("nested_offset") {
       copy.edit_state([](json& j) { j["nested_offset"] = "0.26"; });
-      copy.require_error({qs, "\"nested_offset\" must be a number"});
+      require_read_error(copy, {qs, "\"nested_offset\" must be a number"});
     }
   }
   SECTION("quant_type fp4") {
     copy.edit_state([](json& j) { j["quant_type"] = "fp4"; });
-    copy.require_error({qs, "fp4", "not supported"});
+    require_read_error(copy, {qs, "fp4", "not supported"});
   }
   SECTION("quant_type other") {
     copy.edit_state([](json& j) { j["quant_type"] = "int8"; });
-    copy.require_error({qs, "int8", "expected \"nf4\""});
+    require_read_error(copy, {qs, "int8", "expected \"nf4\""});
   }
   for (int block : {0, 16, 48, 96, 8192}) {
     SECTION("blocksize " + std::to_string(block)) {
       copy.edit_state([&](json& j) { j["blocksize"] = block; });
-      copy.require_error({qs, "blocksize " + std::to_string(block), "power of two in [32, 4096]"});
+      require_read_error(copy,
+                         {qs, "blocksize " + std::to_string(block), "power of two in [32, 4096]"});
     }
   }
   SECTION("negative blocksize") {
     copy.edit_state([](json& j) { j["blocksize"] = -64; });
-    copy.require_error({qs, "blocksize -64", "power of two"});
+    require_read_error(copy, {qs, "blocksize -64", "power of two"});
   }
   SECTION("dtype") {
     copy.edit_state([](json& j) { j["dtype"] = "float64"; });
-    copy.require_error({qs, "\"float64\"", "float32", "bfloat16", "float16"});
+    require_read_error(copy, {qs, "\"float64\"", "float32", "bfloat16", "float16"});
   }
   SECTION("nested_blocksize") {
     copy.edit_state([](json& j) { j["nested_blocksize"] = 128; });
-    copy.require_error({qs, "nested_blocksize 128", "256"});
+    require_read_error(copy, {qs, "nested_blocksize 128", "256"});
   }
   SECTION("nested_dtype") {
     copy.edit_state([](json& j) { j["nested_dtype"] = "float16"; });
-    copy.require_error({qs, "nested_dtype \"float16\"", "float32"});
+    require_read_error(copy, {qs, "nested_dtype \"float16\"", "float32"});
   }
   SECTION("nested_offset out of fp32 range") {
     copy.edit_state([](json& j) { j["nested_offset"] = 1e300; });
-    copy.require_error({qs, "nested_offset", "finite"});
+    require_read_error(copy, {qs, "nested_offset", "finite"});
   }
 }
 
 TEST_CASE("bnb: tensor errors", "[bnb]") {
-  BrokenCopy copy;
+  BnbFixtureCopy copy(kWeight);
   SECTION("packed weight missing") {
     copy.erase(kWeight);
-    copy.require_error({"missing tensor " + kWeight});
+    require_read_error(copy, {"missing tensor " + kWeight});
   }
   SECTION("packed weight not U8") {
     copy.set(kWeight, at::zeros({1280, 1}, at::kFloat));
-    copy.require_error({kWeight, "U8", "quant storage", "F32"});
+    require_read_error(copy, {kWeight, "U8", "quant storage", "F32"});
   }
   SECTION("shape product disagrees with the packed bytes") {
     copy.edit_state([](json& j) { j["shape"] = json::array({64, 161}); });
-    copy.require_error({kWeight, "[64, 161]", "10304", "U8 [5152, 1]", "U8 [5120, 1]"});
+    require_read_error(copy, {kWeight, "[64, 161]", "10304", "U8 [5152, 1]", "U8 [5120, 1]"});
   }
   SECTION("packed weight of a wrong shape") {
     copy.set(kWeight, at::zeros({2560, 2}, at::kByte));
-    copy.require_error({kWeight, "U8 [5120, 1]", "U8 [2560, 2]"});
+    require_read_error(copy, {kWeight, "U8 [5120, 1]", "U8 [2560, 2]"});
   }
   SECTION("packed weight 1-D is accepted") {
     copy.set(kWeight, copy.at(kWeight).view({-1}).clone());
@@ -409,19 +359,19 @@ TEST_CASE("bnb: tensor errors", "[bnb]") {
   }
   SECTION("absmax missing") {
     copy.erase(kWeight + ".absmax");
-    copy.require_error({"missing tensor " + kWeight + ".absmax"});
+    require_read_error(copy, {"missing tensor " + kWeight + ".absmax"});
   }
   SECTION("absmax length disagrees with ceil(n / blocksize)") {
     copy.edit_state([](json& j) { j["blocksize"] = 32; });  // 320 blocks, 160 stored
-    copy.require_error({kWeight + ".absmax", "U8 [320]", "U8 [160]"});
+    require_read_error(copy, {kWeight + ".absmax", "U8 [320]", "U8 [160]"});
   }
   SECTION("absmax length") {
     copy.set(kWeight + ".absmax", at::zeros({161}, at::kByte));
-    copy.require_error({kWeight + ".absmax", "U8 [160]", "U8 [161]"});
+    require_read_error(copy, {kWeight + ".absmax", "U8 [160]", "U8 [161]"});
   }
   SECTION("absmax F32 with double quant") {
     copy.set(kWeight + ".absmax", at::ones({160}, at::kFloat));
-    copy.require_error({kWeight + ".absmax", "expected U8 [160]", "found F32"});
+    require_read_error(copy, {kWeight + ".absmax", "expected U8 [160]", "found F32"});
   }
   SECTION("absmax U8 without double quant") {
     copy.edit_state([](json& j) {
@@ -431,7 +381,7 @@ TEST_CASE("bnb: tensor errors", "[bnb]") {
     });
     copy.erase(kWeight + ".nested_absmax");
     copy.erase(kWeight + ".nested_quant_map");
-    copy.require_error({kWeight + ".absmax", "expected F32 [160]", "found U8"});
+    require_read_error(copy, {kWeight + ".absmax", "expected F32 [160]", "found U8"});
   }
   SECTION("nested tensors without nested keys") {
     copy.edit_state([](json& j) {
@@ -439,67 +389,68 @@ TEST_CASE("bnb: tensor errors", "[bnb]") {
       j.erase("nested_dtype");
       j.erase("nested_offset");
     });
-    copy.require_error({kWeight + kStateSuffix, "no \"nested_blocksize\""});
+    require_read_error(copy, {kWeight + kStateSuffix, "no \"nested_blocksize\""});
   }
   SECTION("nested keys without nested tensors") {
     copy.erase(kWeight + ".nested_absmax");
     copy.erase(kWeight + ".nested_quant_map");
-    copy.require_error({kWeight + kStateSuffix, kWeight + ".nested_absmax", "missing"});
+    require_read_error(copy, {kWeight + kStateSuffix, kWeight + ".nested_absmax", "missing"});
   }
   SECTION("nested_absmax missing") {
     copy.erase(kWeight + ".nested_absmax");
-    copy.require_error({"missing tensor " + kWeight + ".nested_absmax"});
+    require_read_error(copy, {"missing tensor " + kWeight + ".nested_absmax"});
   }
   SECTION("nested_absmax length disagrees with ceil(n_blocks / 256)") {
     copy.set(kWeight + ".nested_absmax", at::ones({2}, at::kFloat));
-    copy.require_error({kWeight + ".nested_absmax", "F32 [1]", "F32 [2]"});
+    require_read_error(copy, {kWeight + ".nested_absmax", "F32 [1]", "F32 [2]"});
   }
   SECTION("nested_absmax dtype") {
     copy.set(kWeight + ".nested_absmax", at::ones({1}, at::kHalf));
-    copy.require_error({kWeight + ".nested_absmax", "F32 [1]", "F16 [1]"});
+    require_read_error(copy, {kWeight + ".nested_absmax", "F32 [1]", "F16 [1]"});
   }
   SECTION("quant_map missing") {
     copy.erase(kWeight + ".quant_map");
-    copy.require_error({"missing tensor " + kWeight + ".quant_map"});
+    require_read_error(copy, {"missing tensor " + kWeight + ".quant_map"});
   }
   SECTION("quant_map size") {
     copy.set(kWeight + ".quant_map", at::zeros({15}, at::kFloat));
-    copy.require_error({kWeight + ".quant_map", "F32 [16]", "F32 [15]"});
+    require_read_error(copy, {kWeight + ".quant_map", "F32 [16]", "F32 [15]"});
   }
   SECTION("quant_map differs from the NF4 codebook") {
     at::Tensor map = copy.at(kWeight + ".quant_map").clone();
     map[3] = -0.4f;
     copy.set(kWeight + ".quant_map", map);
-    copy.require_error({kWeight + ".quant_map", "entry 3", "-0.4", "NF4 codebook", "not nf4"});
+    require_read_error(copy,
+                       {kWeight + ".quant_map", "entry 3", "-0.4", "NF4 codebook", "not nf4"});
   }
   SECTION("quant_map of fp4") {
     // bnb's FP4 table (a different format entirely).
     const float fp4[16] = {0, 0.0052,  0.6667,  1,  0.3333,  0.5,  0.1667,  0.25,
                            0, -0.0052, -0.6667, -1, -0.3333, -0.5, -0.1667, -0.25};
     copy.set(kWeight + ".quant_map", at::from_blob(const_cast<float*>(fp4), {16}).clone());
-    copy.require_error({kWeight + ".quant_map", "entry 0", "NF4 codebook"});
+    require_read_error(copy, {kWeight + ".quant_map", "entry 0", "NF4 codebook"});
   }
   SECTION("nested_quant_map missing") {
     copy.erase(kWeight + ".nested_quant_map");
-    copy.require_error({"missing tensor " + kWeight + ".nested_quant_map"});
+    require_read_error(copy, {"missing tensor " + kWeight + ".nested_quant_map"});
   }
   SECTION("nested_quant_map of a wrong size") {
     copy.set(kWeight + ".nested_quant_map", at::zeros({255}, at::kFloat));
-    copy.require_error({kWeight + ".nested_quant_map", "F32 [256]", "F32 [255]"});
+    require_read_error(copy, {kWeight + ".nested_quant_map", "F32 [256]", "F32 [255]"});
   }
   SECTION("nested_quant_map differs from the dynamic map") {
     // Older bitsandbytes overwrote entry 0 with -1.0.
     at::Tensor map = copy.at(kWeight + ".nested_quant_map").clone();
     map[0] = -1.0f;
     copy.set(kWeight + ".nested_quant_map", map);
-    copy.require_error(
-        {kWeight + ".nested_quant_map", "entry 0", "dynamic map", "-0.99296874", "re-quantize"});
+    require_read_error(copy, {kWeight + ".nested_quant_map", "entry 0", "dynamic map",
+                              "-0.99296874", "re-quantize"});
   }
   SECTION("nested_quant_map with NaN") {
     at::Tensor map = copy.at(kWeight + ".nested_quant_map").clone();
     map[200] = std::numeric_limits<float>::quiet_NaN();
     copy.set(kWeight + ".nested_quant_map", map);
-    copy.require_error({kWeight + ".nested_quant_map", "entry 200"});
+    require_read_error(copy, {kWeight + ".nested_quant_map", "entry 200"});
   }
 }
 
