@@ -331,6 +331,36 @@ TEST_CASE("train: activation checkpointing gives the same adapter bit for bit",
                              1, 3);
 }
 
+// The loss of a step is the mean over all its trained tokens, so splitting the same rows into
+// micro-batches changes nothing (here not even the last bit).
+TEST_CASE("train: gradient accumulation equals the larger micro-batch", "[integration][train]") {
+  json config = qlt::test::tiny_train_config(/*with_eval=*/false);
+  config["training"]["max_steps"] = 3;
+  config["training"]["micro_batch_size"] = 4;
+  config["checkpoint"]["every_steps"] = 0;
+  config["adapter"]["dropout"] = 0.0;  // dropout masks are drawn per micro-batch shape
+  TrainScratch scratch(config);
+  const fs::path whole = scratch.run("whole"), split = scratch.run("split");
+  const auto a = scratch.train(whole);
+  INFO("stderr: " << a.err);
+  REQUIRE(a.exit_code == 0);
+  const auto b =
+      scratch.train(split, "--set training.micro_batch_size=2 --set training.grad_accum=2");
+  INFO("stderr: " << b.err);
+  REQUIRE(b.exit_code == 0);
+  const fs::path file_a = whole / "final/adapter_model.safetensors";
+  const fs::path file_b = split / "final/adapter_model.safetensors";
+  if (!qlt::test::same_bytes(file_a, file_b))
+    WARN("max |difference| of the adapters: " << max_abs_difference(file_a, file_b));
+  CHECK(max_abs_difference(file_a, file_b) <= 1e-6);
+  const auto ra = metrics_records(whole, "train"), rb = metrics_records(split, "train");
+  REQUIRE(ra.size() == rb.size());
+  for (size_t i = 0; i < ra.size(); ++i) {
+    CHECK(ra[i]["loss"].get<double>() == Approx(rb[i]["loss"].get<double>()).epsilon(1e-6));
+    CHECK(ra[i]["trained_tokens"] == rb[i]["trained_tokens"]);
+  }
+}
+
 TEST_CASE("train: --resume accepts a larger max_steps and another logging interval",
           "[integration][train]") {
   json config = qlt::test::tiny_train_config(/*with_eval=*/false);
