@@ -396,6 +396,14 @@ fs::path Trainer::save_checkpoint() {
                         {"train_seconds", train_seconds_},
                         {"data_cursor", data::cursor_to_json(batcher_->cursor())},
                         {"optimizer", optimizer_->state_meta()},
+                        // The schedule is a function of the step; recorded so a reader sees
+                        // where it stands without recomputing it.
+                        {"schedule",
+                         {{"type", cfg_.schedule.type},
+                          {"warmup_steps", schedule_.warmup_steps},
+                          {"total_steps", schedule_.total_steps},
+                          {"base_lr", schedule_.base_lr},
+                          {"next_lr", optim::lr_at(schedule_, step_)}}},
                         {"dropout_rng_device", device_.str()},
                         {"config", config},
                         {"config_hash", resume_config_hash(config)}};
