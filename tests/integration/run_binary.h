@@ -3,12 +3,14 @@
 
 #include <sys/wait.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "test_paths.h"
 
@@ -42,6 +44,14 @@ inline RunResult run_qlora_train(const std::string& args) {
   r.err = read_text(dir / "err");
   fs::remove_all(dir);
   return r;
+}
+
+// A bad-input run: exit code 2 and an "error: " message on stderr naming every one of `parts`.
+inline void check_bad_input(const RunResult& r, const std::vector<std::string>& parts) {
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("error: "));
+  for (const auto& part : parts) CHECK_THAT(r.err, Catch::Matchers::Contains(part));
 }
 
 }  // namespace qlt::test

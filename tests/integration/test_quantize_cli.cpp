@@ -21,9 +21,7 @@ using qlt::test::TempDir;
 const fs::path kSource = QLT_SOURCE_DIR;
 
 void check_bad_input(const qlt::test::RunResult& r, const std::string& part) {
-  INFO("stderr: " << r.err);
-  CHECK(r.exit_code == 2);
-  CHECK_THAT(r.err, Contains(part));
+  qlt::test::check_bad_input(r, {part});
 }
 
 }  // namespace

@@ -40,14 +40,6 @@ const TwoStepRun& two_step_run() {
   return run;
 }
 
-// Exit code 2 and an error line naming every one of `parts`.
-void check_refused(const qlt::test::RunResult& r, const std::vector<std::string>& parts) {
-  INFO("stderr: " << r.err);
-  CHECK(r.exit_code == 2);
-  CHECK_THAT(r.err, Contains("error: "));
-  for (const auto& part : parts) CHECK_THAT(r.err, Contains(part));
-}
-
 // `train --resume PATH` of the shared run's config into a fresh output_dir, so that a refusal
 // that does not happen cannot spoil the shared run.
 qlt::test::RunResult resume_from(const fs::path& checkpoint, const std::string& extra = "") {
@@ -64,7 +56,7 @@ TEST_CASE("train refuses a fresh run into a non-empty output_dir", "[integration
   const fs::path run = scratch.run("run");
   fs::create_directories(run);
   std::ofstream(run / "notes.txt") << "someone else's file\n";
-  check_refused(scratch.train(run), {run.string(), "is not empty", "--resume"});
+  qlt::test::check_bad_input(scratch.train(run), {run.string(), "is not empty", "--resume"});
   CHECK(qlt::test::entry_names(run) == std::vector<std::string>{"notes.txt"});
 }
 
@@ -72,7 +64,8 @@ TEST_CASE("train refuses --resume where there is no complete checkpoint", "[inte
   TrainScratch scratch(qlt::test::tiny_train_config(false));
   const fs::path run = scratch.run("run");
   fs::create_directories(run);
-  check_refused(scratch.train(run, "--resume"), {run.string(), "holds no complete checkpoint"});
+  qlt::test::check_bad_input(scratch.train(run, "--resume"),
+                             {run.string(), "holds no complete checkpoint"});
   CHECK(fs::is_empty(run));
 }
 
@@ -83,14 +76,16 @@ TEST_CASE("train refuses --resume PATH of an incomplete or corrupted checkpoint"
   const fs::path no_done = tmp / "checkpoint-000002";
   qlt::test::copy_tree(base.checkpoint(2), no_done);
   fs::remove(no_done / "DONE");
-  check_refused(resume_from(no_done), {"cannot resume from " + no_done.string(), "no DONE marker"});
+  qlt::test::check_bad_input(resume_from(no_done),
+                             {"cannot resume from " + no_done.string(), "no DONE marker"});
 
   const fs::path altered = tmp / "altered" / "checkpoint-000002";
   fs::create_directories(altered.parent_path());
   qlt::test::copy_tree(base.checkpoint(2), altered);
   qlt::test::flip_a_bit(altered / "adapter/adapter_model.safetensors");
-  check_refused(resume_from(altered), {"cannot resume from " + altered.string(),
-                                       "adapter/adapter_model.safetensors", "SHA-1 differs"});
+  qlt::test::check_bad_input(resume_from(altered),
+                             {"cannot resume from " + altered.string(),
+                              "adapter/adapter_model.safetensors", "SHA-1 differs"});
 }
 
 TEST_CASE("train --resume skips a corrupted newest checkpoint for the older complete one",
@@ -122,26 +117,28 @@ TEST_CASE("train refuses to resume with a config that changes the training",
   const fs::path checkpoint = base.checkpoint(2);
   const std::string all_modules =
       R"(["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"])";
-  check_refused(resume_from(checkpoint, "--set adapter.rank=16"),
-                {"cannot resume from " + checkpoint.string(),
-                 "adapter.rank: the checkpoint has 8, this config has 16"});
-  check_refused(resume_from(checkpoint, "--set adapter.target_modules=q_proj,v_proj"),
-                {"adapter.target_modules: the checkpoint has " + all_modules +
-                 R"(, this config has ["q_proj","v_proj"])"});
+  qlt::test::check_bad_input(resume_from(checkpoint, "--set adapter.rank=16"),
+                             {"cannot resume from " + checkpoint.string(),
+                              "adapter.rank: the checkpoint has 8, this config has 16"});
+  qlt::test::check_bad_input(resume_from(checkpoint, "--set adapter.target_modules=q_proj,v_proj"),
+                             {"adapter.target_modules: the checkpoint has " + all_modules +
+                              R"(, this config has ["q_proj","v_proj"])"});
 
   qlt::test::TempDir models;
   const fs::path moved = models / "tiny-llama";
   qlt::test::copy_tree(fs::path(QLT_SOURCE_DIR) / "data/tiny-llama", moved);
-  check_refused(resume_from(checkpoint, "--set model.path='" + moved.string() + "'"),
-                {R"(model.path: the checkpoint has "data/tiny-llama", this config has ")" +
-                 moved.string() + "\""});
+  qlt::test::check_bad_input(
+      resume_from(checkpoint, "--set model.path='" + moved.string() + "'"),
+      {R"(model.path: the checkpoint has "data/tiny-llama", this config has ")" + moved.string() +
+       "\""});
 }
 
 TEST_CASE("train refuses --resume when max_steps is already reached", "[integration][train]") {
   const auto& base = two_step_run();
-  check_refused(resume_from(base.checkpoint(2), "--set training.max_steps=2"),
-                {base.checkpoint(2).string(), "is at step 2, and training.max_steps is 2",
-                 "raise training.max_steps"});
+  qlt::test::check_bad_input(
+      resume_from(base.checkpoint(2), "--set training.max_steps=2"),
+      {base.checkpoint(2).string(), "is at step 2, and training.max_steps is 2",
+       "raise training.max_steps"});
 }
 
 TEST_CASE("train refuses a training set with a malformed line or nothing to train",
@@ -150,11 +147,12 @@ TEST_CASE("train refuses a training set with a malformed line or nothing to trai
   const fs::path data = scratch.dir / "train.jsonl";
   std::ofstream(data) << R"({"instruction": "Define the word.", "input": "a", "output": "b"})"
                       << "\n{\"instruction\": \"Define the word.\", \"input\": \n";
-  check_refused(scratch.train(scratch.run("bad"), "--set data.train='" + data.string() + "'"),
-                {data.string() + ":2: not valid JSON"});
+  qlt::test::check_bad_input(
+      scratch.train(scratch.run("bad"), "--set data.train='" + data.string() + "'"),
+      {data.string() + ":2: not valid JSON"});
 
   // The alpaca prompt alone is longer than 16 tokens: truncation leaves nothing to train on.
-  check_refused(
+  qlt::test::check_bad_input(
       scratch.train(scratch.run("short"), "--set data.max_seq_len=16"),
       {"data/wordnet/train.jsonl", "no example has a token to train on", "data.max_seq_len"});
 }
