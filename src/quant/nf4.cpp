@@ -202,20 +202,28 @@ void dequantize_nf4_into(const Nf4Tensor& q, at::Tensor& out) {
   auto packed = q.packed.contiguous();
   const uint8_t* p = packed.const_data_ptr<uint8_t>();
   const int64_t n = q.numel(), block = q.block_size;
-  // fp32 product, then one round-to-nearest-even cast to the output dtype.
-  auto value = [&](int64_t i) {
-    const uint8_t byte = p[i / 2];
-    const uint8_t code = (i % 2 == 0) ? nf4::nf4_high(byte) : nf4::nf4_low(byte);
-    return nf4::kCodebook[code] * am[i / block];
-  };
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "nf4_dequantize",
-                                  [&] {
-                                    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-                                    at::parallel_for(0, n, 1 << 14, [&](int64_t i0, int64_t i1) {
-                                      for (int64_t i = i0; i < i1; ++i)
-                                        o[i] = static_cast<scalar_t>(value(i));
-                                    });
-                                  });
+  const int64_t n_blocks = q.num_blocks();
+  // Block by block: one absmax per block, two codes per byte (a block size is even, so a
+  // block starts on a byte boundary; only the last element of an odd-sized tensor is a lone
+  // high nibble). fp32 product, then one round-to-nearest-even cast to the output dtype.
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, out.scalar_type(), "nf4_dequantize", [&] {
+        scalar_t* o = out.mutable_data_ptr<scalar_t>();
+        const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / block);
+        at::parallel_for(0, n_blocks, grain, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            const float a = am[b];
+            const int64_t begin = b * block, end = std::min(n, begin + block);
+            int64_t i = begin;
+            for (; i + 1 < end; i += 2) {
+              const uint8_t byte = p[i / 2];
+              o[i] = static_cast<scalar_t>(nf4::kCodebook[nf4::nf4_high(byte)] * a);
+              o[i + 1] = static_cast<scalar_t>(nf4::kCodebook[nf4::nf4_low(byte)] * a);
+            }
+            if (i < end) o[i] = static_cast<scalar_t>(nf4::kCodebook[nf4::nf4_high(p[i / 2])] * a);
+          }
+        });
+      });
 }
 
 at::Tensor dequantize_nf4(const Nf4Tensor& q, std::optional<at::ScalarType> dtype) {
