@@ -17,16 +17,14 @@
 namespace qlt::quant {
 namespace {
 
-// Number of NF4 midpoints strictly below v: the code bitsandbytes assigns.
-uint8_t nf4_code(float v) {
+// The 15 midpoints between consecutive NF4 codebook values (ascending).
+const std::array<float, nf4::kNumCodes - 1>& nf4_midpoints() {
   static const std::array<float, nf4::kNumCodes - 1> midpoints = [] {
     std::array<float, nf4::kNumCodes - 1> m{};
     for (int i = 0; i < nf4::kNumCodes - 1; ++i) m[i] = nf4::nf4_midpoint(i);
     return m;
   }();
-  uint8_t code = 0;
-  for (float m : midpoints) code += static_cast<uint8_t>(m < v);
-  return code;
+  return midpoints;
 }
 
 const uint8_t* nested_lut() {
@@ -135,31 +133,46 @@ Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options) {
   auto absmax = at::empty({n_blocks}, at::kFloat);
   uint8_t* packed = q.packed.mutable_data_ptr<uint8_t>();
   float* am = absmax.mutable_data_ptr<float>();
-  std::vector<uint8_t> codes(static_cast<size_t>(n_blocks * block + 1), 7);  // pad = code 7 (0.0)
+  const auto& midpoints = nf4_midpoints();
 
+  // Block by block: codes into a per-chunk buffer, then packed two per byte (a block size is
+  // even, so every block starts on a byte boundary; an odd-sized tensor's last byte pairs its
+  // last code with code 7, which is 0.0, as bitsandbytes pads).
   at::parallel_for(0, n_blocks, 16, [&](int64_t b0, int64_t b1) {
+    std::vector<float> scaled(static_cast<size_t>(block));
+    std::vector<int32_t> codes(static_cast<size_t>(block) + 1);
     for (int64_t b = b0; b < b1; ++b) {
-      const int64_t start = b * block, end = std::min(n, start + block);
+      const int64_t start = b * block, end = std::min(n, start + block), len = end - start;
       float a = 0.0f;
       for (int64_t i = start; i < end; ++i) a = std::max(a, std::fabs(xs[i]));
       const float clamped = std::max(a, nf4::kMinAbsmax);
-      if (end - start == block) {
+      if (len == block) {
         // Full block: multiply by the fp32 reciprocal; store the unclamped absmax.
         const float inv = 1.0f / clamped;
-        for (int64_t i = start; i < end; ++i)
-          codes[i] = nf4_code(std::clamp(xs[i] * inv, -1.0f, 1.0f));
+        for (int64_t i = 0; i < len; ++i) scaled[i] = std::clamp(xs[start + i] * inv, -1.0f, 1.0f);
         am[b] = a;
       } else {
         // Partial last block: a true division; store the clamped absmax (bnb's default backend).
-        for (int64_t i = start; i < end; ++i)
-          codes[i] = nf4_code(std::clamp(xs[i] / clamped, -1.0f, 1.0f));
+        for (int64_t i = 0; i < len; ++i)
+          scaled[i] = std::clamp(xs[start + i] / clamped, -1.0f, 1.0f);
         am[b] = clamped;
       }
+      // code = number of midpoints strictly below the value, by a branchless binary search
+      // over the 15 sorted midpoints (4 comparisons instead of 15; the same count).
+      for (int64_t i = 0; i < len; ++i) {
+        const float v = scaled[i];
+        int c = 8 * static_cast<int>(v > midpoints[7]);
+        c += 4 * static_cast<int>(v > midpoints[c + 3]);
+        c += 2 * static_cast<int>(v > midpoints[c + 1]);
+        c += static_cast<int>(v > midpoints[c]);
+        codes[i] = c;
+      }
+      codes[len] = 7;  // pad code (0.0) for an odd length
+      for (int64_t j = 0; j < (len + 1) / 2; ++j)
+        packed[start / 2 + j] = nf4::pack_nf4(static_cast<uint8_t>(codes[2 * j]),
+                                              static_cast<uint8_t>(codes[2 * j + 1]));
     }
   });
-  for (int64_t j = 0; j < q.packed.size(0); ++j) {
-    packed[j] = nf4::pack_nf4(codes[2 * j], codes[2 * j + 1]);
-  }
 
   if (!options.double_quant) {
     q.absmax = absmax;
