@@ -4,10 +4,10 @@
 #include <set>
 
 #include "core/errors.h"
-#include "model/llama.h"
 #include "data/batcher.h"
 #include "data/shuffle.h"
 #include "model/causal_lm_loss.h"
+#include "model/llama.h"
 
 namespace {
 
