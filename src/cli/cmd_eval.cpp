@@ -17,6 +17,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
 #include "train/run_checkpoint.h"
+#include "train/trainer.h"
 
 namespace qlt::cli {
 namespace {
@@ -28,41 +29,14 @@ struct EvalArgs {
   std::string checkpoint;   // PEFT adapter folder, or a training checkpoint folder
 };
 
-// Format text: documents cut into windows (every token predicted); alpaca / chat: examples
-// with their loss masks (only outputs / assistant turns counted, as in training).
-struct EvalData {
-  std::vector<std::vector<int64_t>> windows;
-  std::vector<data::Example> examples;
-  size_t size() const { return windows.empty() ? examples.size() : windows.size(); }
-  at::Tensor first_batch(int64_t batch_size, int64_t pad_id) const {
-    const size_t end = std::min(size(), static_cast<size_t>(batch_size));
-    return windows.empty() ? data::collate_examples(examples, 0, end, pad_id).input_ids
-                           : data::collate(windows, 0, end, pad_id).input_ids;
-  }
-};
-
-EvalData read_eval_data(const TrainConfig& cfg, const tokenizer::Tokenizer& tokenizer) {
-  EvalData out;
-  if (cfg.data.format == "text") {
-    out.windows = data::make_eval_windows(data::read_documents(cfg.data.eval, "text"), tokenizer,
-                                          cfg.data.max_seq_len);
-    if (out.windows.empty()) user_error("dataset {} yields no token to predict", cfg.data.eval);
-  } else {
-    const data::DataOptions options{cfg.data.format, cfg.data.chat_template, cfg.data.max_seq_len,
-                                    false, cfg.data.train_on_inputs};
-    out.examples = data::read_examples(cfg.data.eval, tokenizer, options).examples;
-  }
-  return out;
-}
-
 // The adapter folder of --checkpoint: a PEFT folder (final/, or any PEFT LoRA adapter) or a
 // training checkpoint (its adapter/ subfolder, after checking it is complete).
 std::filesystem::path adapter_folder(const std::filesystem::path& dir) {
   if (std::filesystem::exists(dir / exporter::kPeftConfigFile)) return dir;
-  if (std::filesystem::exists(dir / "adapter" / exporter::kPeftConfigFile)) {
+  if (std::filesystem::exists(dir / train::kCheckpointAdapterDir / exporter::kPeftConfigFile)) {
     const std::string problem = train::checkpoint_problem(dir);
     if (!problem.empty()) user_error("--checkpoint {}: {}", dir.string(), problem);
-    return dir / "adapter";
+    return dir / train::kCheckpointAdapterDir;
   }
   user_error(
       "--checkpoint {}: neither a PEFT adapter folder (adapter_config.json) nor a training "
@@ -103,19 +77,17 @@ int run_eval(const EvalArgs& args) {
     exporter::load_peft_adapter(model, folder);
     spdlog::info("adapter {} (LoRA r={})", folder.string(), model.lora_options->rank);
   }
-  const EvalData eval_data = read_eval_data(cfg, tokenizer);
+  // As in training (train::data_options), but one example per sequence.
+  data::DataOptions options = train::data_options(cfg);
+  options.packing = false;
+  const train::EvalSet eval_data = train::read_eval_set(cfg.data.eval, options, tokenizer);
   spdlog::info("eval: {} {} of <= {} tokens on {} ({}, frozen weights {})", eval_data.size(),
-               eval_data.windows.empty() ? "examples" : "windows", cfg.data.max_seq_len,
-               device.str(), cfg.model.compute_dtype,
+               eval_data.unit(), cfg.data.max_seq_len, device.str(), cfg.model.compute_dtype,
                model.weights.layers.empty() || !model.weights.layers[0].q_proj.quantized() ? "dense"
                                                                                            : "nf4");
 
   const int64_t pad = tokenizer.eos_id();
-  auto r = eval_data.windows.empty()
-               ? train::evaluate_examples(model, eval_data.examples, cfg.eval.batch_size,
-                                          cfg.eval.max_batches, pad)
-               : train::evaluate(model, eval_data.windows, cfg.eval.batch_size,
-                                 cfg.eval.max_batches, pad);
+  auto r = train::evaluate_set(model, eval_data, cfg.eval.batch_size, cfg.eval.max_batches, pad);
   if (!args.dump_logits.empty()) {
     dump_first_batch_logits(model, eval_data.first_batch(cfg.eval.batch_size, pad),
                             args.dump_logits);
@@ -135,9 +107,8 @@ int run_eval(const EvalArgs& args) {
     fmt::print(
         "eval {}: loss {:.4f}  perplexity {:.3f}  ({} tokens in {} {}, {:.1f} s, "
         "{:.0f} tokens/s)\n",
-        cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows,
-        eval_data.windows.empty() ? "examples" : "windows", r.seconds,
-        static_cast<double>(r.predicted_tokens) / std::max(r.seconds, 1e-9));
+        cfg.data.eval, r.loss, r.perplexity, r.predicted_tokens, r.windows, eval_data.unit(),
+        r.seconds, static_cast<double>(r.predicted_tokens) / std::max(r.seconds, 1e-9));
   }
   return kExitOk;
 }

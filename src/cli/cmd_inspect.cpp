@@ -40,10 +40,6 @@ std::string component_of(const std::string& name) {
   return "other";
 }
 
-bool is_decoder_linear(const std::string& name) {
-  return name.find("_proj.weight") != std::string::npos;
-}
-
 // Quantizes every decoder linear weight (one at a time) and reports bytes, bits per parameter
 // and the relative Frobenius error ||W - deq(q(W))|| / ||W|| per layer.
 // Returns the NF4 bytes of the decoder linear weights.
@@ -54,7 +50,7 @@ int64_t print_nf4_plan(const io::SafetensorsCheckpoint& checkpoint, const model:
   int64_t params = 0, bytes = 0, stored_bytes = 0;
   std::map<int64_t, std::pair<double, double>> layer_error;  // layer -> (sum err^2, sum w^2)
   for (const auto& e : model::expected_llama_tensors(c)) {
-    if (!is_decoder_linear(e.name)) continue;
+    if (!model::is_decoder_linear(e.name)) continue;
     auto w = checkpoint.tensor(e.name);
     auto q = quant::quantize_nf4(w, nf4);
     auto w32 = w.to(at::kFloat);
@@ -85,7 +81,8 @@ int64_t print_stored_nf4(const io::SafetensorsCheckpoint& checkpoint, const mode
   int64_t params = 0, bytes = 0, count = 0, block_size = 0;
   bool double_quant = false;
   for (const auto& e : model::expected_llama_tensors(c)) {
-    if (!is_decoder_linear(e.name) || !quant::claims_bnb_4bit_layout(checkpoint, e.name)) continue;
+    if (!model::is_decoder_linear(e.name) || !quant::claims_bnb_4bit_layout(checkpoint, e.name))
+      continue;
     const auto q = quant::read_bnb_nf4(checkpoint, e.name);
     params += q.numel();
     bytes += q.storage_bytes();
@@ -174,7 +171,7 @@ int run_inspect(const ConfigArgs& args) {
   // load when the config asks for it.
   double linear_params = 0;
   for (const auto& e : model::expected_llama_tensors(c)) {
-    if (is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
+    if (model::is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
   }
   const auto nf4 = nf4_options(cfg);
   int64_t nf4_bytes = print_stored_nf4(checkpoint, c);

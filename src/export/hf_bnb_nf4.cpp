@@ -9,6 +9,8 @@
 
 #include "core/errors.h"
 #include "io/atomic_dir.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
@@ -24,24 +26,6 @@ constexpr const char* kCopiedFiles[] = {
     "tokenizer.model",         "tokenizer.json",    "tokenizer_config.json",
     "special_tokens_map.json", "added_tokens.json", "generation_config.json",
 };
-
-nlohmann::json read_json_file(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in)
-    user_error("{}: cannot open (is model.path a Hugging Face model directory?)", file.string());
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    user_error("{}: not valid JSON ({})", file.string(), e.what());
-  }
-}
-
-void write_text_file(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::binary);
-  out << text;
-  out.flush();
-  if (!out) user_error("{}: cannot write", file.string());
-}
 
 int64_t tensor_bytes(const io::TensorInfo& info) {
   return static_cast<int64_t>(info.end - info.begin);
@@ -64,7 +48,8 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
           checkpoint.file_of(e.name).string(), e.name);
     }
   }
-  nlohmann::json config_json = read_json_file(model_dir / "config.json");
+  nlohmann::json config_json = io::read_json_file(
+      model_dir / "config.json", " (is model.path a Hugging Face model directory?)");
   if (config_json.contains("quantization_config")) {
     user_error(
         "{}: the model already has a quantization_config; `quantize` needs a full-precision model",
@@ -81,7 +66,7 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& e : expected) {
     at::Tensor stored = checkpoint.tensor(e.name);
-    if (!e.name.ends_with("_proj.weight")) {
+    if (!model::is_decoder_linear(e.name)) {
       summary.other_bytes += tensor_bytes(checkpoint.info(e.name));
       tensors.emplace_back(e.name, stored);
       continue;
@@ -103,7 +88,7 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
 
   config_json["quantization_config"] =
       quant::bnb_quantization_config(options.nf4, options.compute_dtype);
-  write_text_file(dir.path() / "config.json", config_json.dump(2) + "\n");
+  io::write_file_atomically(dir.path() / "config.json", config_json.dump(2) + "\n");
   for (const char* file : kCopiedFiles) {
     if (fs::exists(model_dir / file)) fs::copy_file(model_dir / file, dir.path() / file);
   }

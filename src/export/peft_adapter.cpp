@@ -206,10 +206,8 @@ void write_peft_adapter(const std::filesystem::path& dir, const model::LlamaMode
   }
   io::save_safetensors(dir / kPeftWeightsFile, tensors, {{"format", "pt"}});
 
-  const std::string text = peft_config_json(options, base_model_name_or_path).dump(2);
-  io::AtomicFile out(dir / kPeftConfigFile);
-  out.write(text.data(), text.size());
-  out.commit();
+  io::write_file_atomically(dir / kPeftConfigFile,
+                            peft_config_json(options, base_model_name_or_path).dump(2));
 }
 
 PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {

@@ -97,4 +97,10 @@ void AtomicFile::commit() {
   }
 }
 
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
+  AtomicFile out(path);
+  out.write(bytes.data(), bytes.size());
+  out.commit();
+}
+
 }  // namespace qlt::io

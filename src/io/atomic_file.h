@@ -12,8 +12,12 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <string_view>
 
 namespace qlt::io {
+
+// The whole of `bytes` as `path`, by the recipe above (UserError on failure).
+void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
 
 class AtomicFile {
  public:

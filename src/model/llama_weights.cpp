@@ -23,9 +23,6 @@ std::string summarize(const std::vector<std::string>& items, size_t limit = 8) {
   return out;
 }
 
-// The decoder's linear weights (the ones NF4 may hold): "...self_attn.q_proj.weight" etc.
-bool is_decoder_linear(const std::string& name) { return name.ends_with("_proj.weight"); }
-
 // A weight already in bitsandbytes' 4-bit layout (a "-bnb-4bit" checkpoint or our own
 // `quantize` output) is used as stored, never re-quantized.
 bool is_prequantized(const io::SafetensorsCheckpoint& checkpoint, const std::string& name) {
@@ -33,6 +30,8 @@ bool is_prequantized(const io::SafetensorsCheckpoint& checkpoint, const std::str
 }
 
 }  // namespace
+
+bool is_decoder_linear(const std::string& name) { return name.ends_with("_proj.weight"); }
 
 std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& c) {
   const int64_t h = c.hidden_size;
@@ -121,13 +120,16 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   };
   auto weight = [&](const std::string& name) { return read(name, options.dtype); };
   auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
-  int64_t prequantized = 0;
-  std::optional<quant::Nf4Tensor> first_prequantized;
+  int64_t prequantized = 0;       // weights loaded as stored, for the log line
+  int64_t stored_block_size = 0;  // of the first one (a checkpoint uses one setting)
+  bool stored_double_quant = false;
   auto linear = [&](const std::string& name) -> adapters::FrozenWeight {
     if (is_prequantized(checkpoint, name)) {
       auto q = quant::read_bnb_nf4(checkpoint, name).to(options.device);
-      if (!first_prequantized) first_prequantized = q;
-      ++prequantized;
+      if (prequantized++ == 0) {
+        stored_block_size = q.block_size;
+        stored_double_quant = q.double_quant();
+      }
       return {at::Tensor(), std::move(q)};
     }
     if (!options.nf4) return {weight(name), std::nullopt};
@@ -155,13 +157,12 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   w.norm = norm("model.norm.weight");
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : weight("lm_head.weight");
   if (prequantized > 0) {
-    const auto& q = *first_prequantized;
     spdlog::info(
         "{} linear weights are stored in bitsandbytes' NF4 layout (block size {}, double quant "
         "{}) and are used as stored, without re-quantizing",
-        prequantized, q.block_size, q.double_quant() ? "on" : "off");
-    if (options.nf4 && (options.nf4->block_size != q.block_size ||
-                        options.nf4->double_quant != q.double_quant())) {
+        prequantized, stored_block_size, stored_double_quant ? "on" : "off");
+    if (options.nf4 && (options.nf4->block_size != stored_block_size ||
+                        options.nf4->double_quant != stored_double_quant)) {
       spdlog::warn(
           "quantization.block_size / double_quant ({}, {}) differ from the stored NF4 weights; "
           "they apply only to weights stored in full precision",

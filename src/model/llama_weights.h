@@ -35,6 +35,10 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
 };
 
+// The decoder's linear weights, the ones NF4 may hold: "model.layers.{i}.self_attn.q_proj.weight"
+// and the other six projections (not embeddings, norms or lm_head).
+bool is_decoder_linear(const std::string& name);
+
 // Every tensor a checkpoint of this config must hold, in file order.
 std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& config);
 

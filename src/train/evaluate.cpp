@@ -7,7 +7,9 @@
 #include <functional>
 #include <utility>
 
+#include "core/errors.h"
 #include "data/batcher.h"
+#include "data/examples.h"
 #include "data/text_dataset.h"
 #include "model/causal_lm_loss.h"
 
@@ -63,6 +65,31 @@ EvalResult evaluate_examples(const model::LlamaModel& model,
                             auto batch = data::collate_examples(examples, begin, end, pad_id);
                             return std::pair{batch.input_ids, batch.labels};
                           });
+}
+
+at::Tensor EvalSet::first_batch(int64_t batch_size, int64_t pad_id) const {
+  const size_t end = std::min(size(), static_cast<size_t>(batch_size));
+  return by_windows() ? data::collate(windows, 0, end, pad_id).input_ids
+                      : data::collate_examples(examples, 0, end, pad_id).input_ids;
+}
+
+EvalSet read_eval_set(const std::filesystem::path& file, const data::DataOptions& options,
+                      const tokenizer::Tokenizer& tokenizer) {
+  EvalSet out;
+  if (options.format == "text") {
+    out.windows =
+        data::make_eval_windows(data::read_documents(file, "text"), tokenizer, options.max_seq_len);
+    if (out.windows.empty()) user_error("dataset {} yields no token to predict", file.string());
+  } else {
+    out.examples = data::read_examples(file, tokenizer, options).examples;
+  }
+  return out;
+}
+
+EvalResult evaluate_set(const model::LlamaModel& model, const EvalSet& set, int64_t batch_size,
+                        int64_t max_batches, int64_t pad_id) {
+  return set.by_windows() ? evaluate(model, set.windows, batch_size, max_batches, pad_id)
+                          : evaluate_examples(model, set.examples, batch_size, max_batches, pad_id);
 }
 
 }  // namespace qlt::train

@@ -25,9 +25,7 @@ MetricsLog::MetricsLog(fs::path file, int64_t keep_up_to_step) : path_(std::move
       if (record.is_discarded() || !record.contains("step")) continue;
       if (record["step"].get<int64_t>() <= keep_up_to_step) kept += line + "\n";
     }
-    io::AtomicFile rewrite(path_);
-    rewrite.write(kept.data(), kept.size());
-    rewrite.commit();
+    io::write_file_atomically(path_, kept);
   }
   out_.open(path_, std::ios::app);
   if (!out_) user_error("{}: cannot open for writing", path_.string());

@@ -37,12 +37,6 @@ std::vector<std::string> content_files(const fs::path& dir) {
   return files;
 }
 
-void write_small_file(const fs::path& path, const std::string& text) {
-  io::AtomicFile out(path);
-  out.write(text.data(), text.size());
-  out.commit();
-}
-
 }  // namespace
 
 std::string file_sha1(const fs::path& file) {
@@ -77,8 +71,8 @@ void write_checkpoint_folder(const fs::path& final_dir,
     const fs::path file = dir.path() / rel;
     manifest["files"][rel] = {{"bytes", fs::file_size(file)}, {"sha1", file_sha1(file)}};
   }
-  write_small_file(dir.path() / kManifestFile, manifest.dump(2) + "\n");
-  write_small_file(dir.path() / kDoneFile, "");
+  io::write_file_atomically(dir.path() / kManifestFile, manifest.dump(2) + "\n");
+  io::write_file_atomically(dir.path() / kDoneFile, "");
   dir.commit();
 }
 

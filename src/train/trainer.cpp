@@ -15,6 +15,7 @@
 #include "export/peft_adapter.h"
 #include "io/atomic_dir.h"
 #include "io/atomic_file.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
 #include "optim/clip_grad.h"
@@ -32,35 +33,18 @@ namespace {
 
 constexpr const char* kTrainerStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
-constexpr const char* kAdapterDir = "adapter";
 constexpr const char* kDropoutRngKey = "rng.dropout";
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-void write_text_atomically(const fs::path& file, const std::string& text) {
-  io::AtomicFile out(file);
-  out.write(text.data(), text.size());
-  out.commit();
-}
-
-json read_json(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) user_error("{}: cannot open", file.string());
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    user_error("{}: not valid JSON ({})", file.string(), e.what());
-  }
-}
+}  // namespace
 
 data::DataOptions data_options(const TrainConfig& cfg) {
   return {cfg.data.format, cfg.data.chat_template, cfg.data.max_seq_len, cfg.data.packing,
           cfg.data.train_on_inputs};
 }
-
-}  // namespace
 
 Trainer::Trainer(TrainerOptions options)
     : options_(std::move(options)), cfg_(options_.config), run_dir_(cfg_.checkpoint.output_dir) {}
@@ -88,7 +72,7 @@ void Trainer::setup() {
   resolve_resume_checkpoint();
   remove_stale_temp_checkpoints(run_dir_);
   fs::create_directories(run_dir_);
-  write_text_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
+  io::write_file_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
 
   tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
   model_ =
@@ -101,7 +85,7 @@ void Trainer::setup() {
     user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}",
                cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
   if (resume_checkpoint_) {
-    exporter::load_peft_adapter(model_, *resume_checkpoint_ / kAdapterDir);
+    exporter::load_peft_adapter(model_, *resume_checkpoint_ / kCheckpointAdapterDir);
   } else {
     // PEFT's init (kaiming-uniform A, zero B) from the run's seed.
     at::Generator init = at::globalContext().defaultGenerator(at::kCPU).clone();
@@ -162,7 +146,8 @@ void Trainer::resolve_resume_checkpoint() {
     return;
   }
   const fs::path state_file = *resume_checkpoint_ / kTrainerStateFile;
-  const json state = read_json(state_file);
+  resume_state_ = io::read_json_file(state_file);
+  const json& state = resume_state_;
   if (!state.contains("config") || !state.contains("step"))
     user_error("{}: not a qlora-train trainer state (no \"config\" / \"step\")",
                state_file.string());
@@ -192,18 +177,12 @@ void Trainer::load_data() {
   batcher_ = std::make_unique<data::Batcher>(std::move(train.examples), options,
                                              static_cast<uint64_t>(cfg_.training.seed),
                                              tokenizer_->eos_id());
-  if (cfg_.data.eval.empty()) return;
-  if (cfg_.data.format == "text") {
-    eval_set_.windows = data::make_eval_windows(data::read_documents(cfg_.data.eval, "text"),
-                                                *tokenizer_, cfg_.data.max_seq_len);
-  } else {
-    eval_set_.examples = data::read_examples(cfg_.data.eval, *tokenizer_, options).examples;
-  }
+  if (!cfg_.data.eval.empty()) eval_set_ = read_eval_set(cfg_.data.eval, options, *tokenizer_);
 }
 
 void Trainer::restore_run_state(const fs::path& checkpoint) {
   const fs::path state_file = checkpoint / kTrainerStateFile;
-  const json state = read_json(state_file);
+  const json& state = resume_state_;  // read and checked by resolve_resume_checkpoint
   try {
     step_ = state.at("step").get<int64_t>();
     tokens_seen_ = state.at("tokens_seen").get<int64_t>();
@@ -239,11 +218,8 @@ model::ForwardOptions Trainer::forward_options() {
 }
 
 EvalResult Trainer::run_eval() {
-  const int64_t pad = tokenizer_->eos_id();
-  return eval_set_.examples.empty()
-             ? evaluate(model_, eval_set_.windows, cfg_.eval.batch_size, cfg_.eval.max_batches, pad)
-             : evaluate_examples(model_, eval_set_.examples, cfg_.eval.batch_size,
-                                 cfg_.eval.max_batches, pad);
+  return evaluate_set(model_, eval_set_, cfg_.eval.batch_size, cfg_.eval.max_batches,
+                      tokenizer_->eos_id());
 }
 
 int Trainer::train() {
@@ -385,8 +361,8 @@ fs::path Trainer::save_checkpoint() {
   const fs::path dir = checkpoint_path(run_dir_, step_);
   const json config = config_to_json(cfg_);
   write_checkpoint_folder(dir, [&](const fs::path& tmp) {
-    fs::create_directory(tmp / kAdapterDir);
-    exporter::write_peft_adapter(tmp / kAdapterDir, model_, lora_, cfg_.model.path);
+    fs::create_directory(tmp / kCheckpointAdapterDir);
+    exporter::write_peft_adapter(tmp / kCheckpointAdapterDir, model_, lora_, cfg_.model.path);
     auto tensors = optimizer_->state_tensors();
     tensors.emplace_back(kDropoutRngKey, dropout_generator_->get_state());
     io::save_safetensors(tmp / kOptimizerFile, tensors, {{"format", "pt"}});
@@ -407,7 +383,7 @@ fs::path Trainer::save_checkpoint() {
                         {"dropout_rng_device", device_.str()},
                         {"config", config},
                         {"config_hash", resume_config_hash(config)}};
-    write_text_atomically(tmp / kTrainerStateFile, state.dump(2) + "\n");
+    io::write_file_atomically(tmp / kTrainerStateFile, state.dump(2) + "\n");
   });
   prune_checkpoints(run_dir_, cfg_.checkpoint.keep_last);
   spdlog::info("checkpoint {}", dir.string());

@@ -15,6 +15,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +38,12 @@ struct TrainerOptions {
   bool resume_latest = false;         // --resume: newest complete checkpoint
   std::filesystem::path resume_from;  // --resume PATH (empty: not given)
 };
+
+// The adapter inside a checkpoint folder (PEFT layout).
+inline constexpr const char* kCheckpointAdapterDir = "adapter";
+
+// The data section of a config as the data pipeline's options.
+data::DataOptions data_options(const TrainConfig& cfg);
 
 // Exit code of train() when SIGINT / SIGTERM stopped the run after a clean checkpoint.
 inline constexpr int kExitStopped = 130;
@@ -61,12 +68,6 @@ class Trainer {
   void cleanup();
 
  private:
-  struct EvalSet {
-    std::vector<std::vector<int64_t>> windows;  // format text: windows as `eval` uses
-    std::vector<data::Example> examples;        // alpaca / chat: examples with loss masks
-    bool empty() const { return windows.empty() && examples.empty(); }
-  };
-
   void resolve_resume_checkpoint();
   void load_data();
   void restore_run_state(const std::filesystem::path& checkpoint);
@@ -79,6 +80,7 @@ class Trainer {
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   std::optional<std::filesystem::path> resume_checkpoint_;
+  nlohmann::json resume_state_;  // its trainer_state.json
 
   std::optional<tokenizer::Tokenizer> tokenizer_;
   model::LlamaModel model_;
