@@ -13,6 +13,7 @@
 #include "core/config_schema.h"
 #include "core/did_you_mean.h"
 #include "core/errors.h"
+#include "core/json_reader.h"
 
 namespace qlt {
 
@@ -48,6 +49,10 @@ const std::vector<ConfigKey>& config_keys() {
       key("model.compute_dtype", "dtype of activations and of the weights that are not quantized",
           [](auto& c) { return &c.model.compute_dtype; })
           .one_of({"float32", "bfloat16"}),
+      key("model.allow_non_finite",
+          "load weights that hold NaN or Inf (refused by default, naming the tensor: such a "
+          "file is damaged or comes from a diverged run)",
+          [](auto& c) { return &c.model.allow_non_finite; }),
       key("quantization.type",
           "frozen weights of the decoder's linear layers: none (compute dtype) or nf4",
           [](auto& c) { return &c.quantization.type; })
@@ -299,50 +304,20 @@ void check_required(const json& root, const TrainConfig& config, std::string_vie
   }
 }
 
-// nlohmann reports the byte count read at the error; the offending character is the one
-// before it (or the end of the text). Lines and columns count from 1.
-std::string json_syntax_error(const std::filesystem::path& file, const std::string& text,
-                              const json::parse_error& error) {
-  const std::size_t at = std::min<std::size_t>(error.byte == 0 ? 0 : error.byte - 1, text.size());
-  const std::size_t line = 1 + std::count(text.begin(), text.begin() + at, '\n');
-  const std::size_t newline = at == 0 ? std::string::npos : text.rfind('\n', at - 1);
-  const std::size_t column = newline == std::string::npos ? at + 1 : at - newline;
-  // Drop nlohmann's own "[json.exception...] parse error at line L, column C: " prefix.
-  std::string what = error.what();
-  if (std::size_t pos = what.find("column "); pos != std::string::npos) {
-    if (std::size_t colon = what.find(": ", pos); colon != std::string::npos) {
-      what = what.substr(colon + 2);
-    }
-  }
-  return fmt::format("{}:{}:{}: invalid JSON: {}", file.string(), line, column, what);
-}
-
-json read_json_file(const std::filesystem::path& file) {
-  std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) {
-    user_error("config file {} does not exist", file.string());
-  }
-  if (std::filesystem::is_directory(file, ec)) {
-    user_error("config file {} is a directory; pass a .json file", file.string());
-  }
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (!in) user_error("config file {} cannot be read", file.string());
-  const std::string text = buffer.str();
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& error) {
-    throw UserError(json_syntax_error(file, text, error));
-  }
-}
-
 // The value of `--set key=text`: JSON when it parses, else the text itself. A string key
 // always takes the text unless it is a quoted JSON string, so a path named `123` or `true`
 // stays a path; a list key also takes "a,b,c" as ["a", "b", "c"].
 json override_value(const ConfigKey& key, const std::string& text) {
-  json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) parsed = text;
+  json parsed;
+  JsonError error;
+  if (!try_parse_json(text, parsed, error)) {
+    // Text that merely is not JSON is a string value; JSON that breaks our reader's limits
+    // (nesting, duplicate keys) is an error, not a string that happens to start with '['.
+    if (error.message.find("appears twice") != std::string::npos ||
+        error.message.find("nested deeper") != std::string::npos)
+      user_error("--set {}={}: {}", key.path, text.substr(0, 40), error.message);
+    parsed = text;
+  }
   if (key.type == KeyType::kString && !parsed.is_string()) return text;
   if (key.type == KeyType::kStringList && parsed.is_string()) {
     json list = json::array();
@@ -398,7 +373,7 @@ TrainConfig config_from_json(const json& root, const std::string& origin) {
 
 TrainConfig load_config(const std::filesystem::path& file,
                         const std::vector<std::string>& overrides) {
-  json root = read_json_file(file);
+  json root = read_json_file(file, "; --config takes the path of a JSON config file");
   require_object(root, "", file.string());
   for (const auto& argument : overrides) apply_override(root, argument, file.string());
   return config_from_json(root, file.string());

@@ -21,6 +21,7 @@ namespace qlt {
 struct ModelConfig {
   std::string path;                       // required: Hugging Face LLaMA directory
   std::string compute_dtype = "float32";  // "float32" | "bfloat16"
+  bool allow_non_finite = false;          // load weights holding NaN / Inf (refused by default)
 };
 
 struct QuantizationConfig {

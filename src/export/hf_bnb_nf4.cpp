@@ -10,7 +10,7 @@
 #include "core/errors.h"
 #include "io/atomic_dir.h"
 #include "io/atomic_file.h"
-#include "io/json_file.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
@@ -48,7 +48,7 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
           checkpoint.file_of(e.name).string(), e.name);
     }
   }
-  nlohmann::json config_json = io::read_json_file(
+  nlohmann::json config_json = read_json_file(
       model_dir / "config.json", " (is model.path a Hugging Face model directory?)");
   if (config_json.contains("quantization_config")) {
     user_error(

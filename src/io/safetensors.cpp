@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "io/atomic_file.h"
 #include "io/mapped_file.h"
 
@@ -219,27 +220,17 @@ void check_coverage(const fs::path& path, std::vector<TensorInfo>& tensors, uint
   }
 }
 
-// A copy of the header JSON, parsed; duplicate top-level keys are an error (nlohmann would
-// silently keep the last one, hiding a tensor).
+// The header JSON, parsed by the one JSON reader: nesting is bounded and a name that appears
+// twice is an error (nlohmann alone would silently keep the last one, hiding a tensor).
 Json parse_header_json(const fs::path& path, const char* begin, const char* end) {
-  std::string duplicate;
-  std::set<std::string> keys;
-  const auto on_event = [&](int depth, nlohmann::json::parse_event_t event, Json& parsed) {
-    if (depth == 1 && event == nlohmann::json::parse_event_t::key && duplicate.empty() &&
-        !keys.insert(parsed.get<std::string>()).second) {
-      duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
   Json header;
-  try {
-    header = Json::parse(begin, end, on_event);
-  } catch (const Json::parse_error& e) {
-    // e.what(): "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
-    std::string_view what = e.what();
-    if (const auto pos = what.find("] "); pos != std::string_view::npos)
-      what.remove_prefix(pos + 2);
-    header_error(path, "", fmt::format("the header is not valid JSON ({})", what));
+  JsonError error;
+  if (!try_parse_json(std::string_view(begin, static_cast<size_t>(end - begin)), header, error)) {
+    header_error(path, "",
+                 fmt::format("the header is not valid JSON ({}{})",
+                             error.line == 0 ? std::string()
+                                             : fmt::format("column {}: ", error.column),
+                             error.message));
   }
   if (!header.is_object()) {
     header_error(path, "",
@@ -247,7 +238,6 @@ Json parse_header_json(const fs::path& path, const char* begin, const char* end)
                              "data_offsets}}}}, not {}",
                              header.type_name()));
   }
-  if (!duplicate.empty()) header_error(path, duplicate, "the name appears twice in the header");
   return header;
 }
 
@@ -388,14 +378,7 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open(const fs::path& directory) {
   const auto bad_index = [&](const std::string& what) {
     user_error("bad checkpoint index {}: {}; re-download the checkpoint", index.string(), what);
   };
-  nlohmann::json json;
-  try {
-    std::ifstream in(index, std::ios::binary);
-    if (!in) user_error("cannot read {}", index.string());
-    json = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    bad_index(fmt::format("not valid JSON ({})", e.what()));
-  }
+  const nlohmann::json json = read_json_file(index, "; re-download the checkpoint");
   if (!json.is_object() || !json.contains("weight_map")) {
     bad_index("it must be a JSON object with a \"weight_map\" {tensor: shard file}");
   }

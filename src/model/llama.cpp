@@ -169,11 +169,12 @@ at::Tensor LlamaModel::logits(const at::Tensor& input_ids) const {
 }
 
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
-                      at::Device device, std::optional<quant::Nf4Options> nf4) {
+                      at::Device device, std::optional<quant::Nf4Options> nf4,
+                      bool allow_non_finite) {
   LlamaModel m;
   m.config = read_llama_config(model_dir);
   auto checkpoint = io::SafetensorsCheckpoint::open(model_dir);
-  m.weights = load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4});
+  m.weights = load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4, allow_non_finite});
   m.compute_dtype = compute_dtype;
   m.inv_freq = rope_inv_freq(m.config).to(device);
   return m;

@@ -69,8 +69,10 @@ struct LlamaModel {
 
 // Loads config.json and the safetensors weights of a Hugging Face LLaMA directory; with `nf4`
 // the decoder's linear weights are quantized as they are read.
+// NaN / Inf in a weight is an error naming the tensor unless `allow_non_finite`.
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
-                      at::Device device, std::optional<quant::Nf4Options> nf4 = std::nullopt);
+                      at::Device device, std::optional<quant::Nf4Options> nf4 = std::nullopt,
+                      bool allow_non_finite = false);
 
 // x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 
 namespace qlt::model {
 namespace {
@@ -140,16 +141,9 @@ LlamaConfig read_llama_config(const std::filesystem::path& model_dir) {
         "directory (config.json, *.safetensors, tokenizer.model)",
         model_dir.string());
   }
-  auto file = model_dir / "config.json";
-  std::ifstream in(file);
-  if (!in) {
-    user_error(
-        "{}: not found; model.path must be a Hugging Face model directory with a "
-        "config.json",
-        file.string());
-  }
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) user_error("{}: not valid JSON", file.string());
+  const auto file = model_dir / "config.json";
+  const json j = read_json_file(
+      file, "; model.path must be a Hugging Face model directory with a config.json");
   return llama_config_from_json(j, file.string());
 }
 

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -107,6 +108,21 @@ void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const Llam
 LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& c,
                                 const LoadOptions& options) {
   check_llama_tensors(checkpoint, c);
+  // Refuses NaN / Inf in `t` (a floating tensor as read, before any conversion) unless the
+  // user opted out; `what` names the tensor (and the companion, for NF4 scales).
+  auto check_finite = [&](const std::string& name, const at::Tensor& t, const char* what) {
+    if (options.allow_non_finite || !t.defined() || !t.is_floating_point()) return;
+    const at::Tensor bad = at::isfinite(t).logical_not_().flatten();
+    const int64_t count = bad.sum().item<int64_t>();
+    if (count == 0) return;
+    const int64_t first = bad.nonzero().flatten()[0].item<int64_t>();
+    user_error(
+        "{}: tensor {}{} holds {} NaN/Inf value{} (the first at flat index {}, of {}); the file "
+        "is damaged or was saved from a diverged run: re-download or re-export it, or set "
+        "model.allow_non_finite=true to load it anyway",
+        checkpoint.file_of(name).string(), name, what, count, count == 1 ? "" : "s", first,
+        t.numel());
+  };
   // Convert each tensor as soon as it is read (one tensor in flight at a time).
   auto read = [&](const std::string& name, at::ScalarType dtype) {
     auto t = checkpoint.tensor(name);
@@ -114,6 +130,7 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
       user_error("{}: tensor {} has dtype {}, expected a floating-point weight",
                  checkpoint.file_of(name).string(), name, io::safetensors_dtype(t.scalar_type()));
     }
+    check_finite(name, t, "");
     // .to() copies when dtype or device change; a same-dtype CPU tensor stays a view of the
     // mapped file (read-only use, private mapping).
     return t.to(options.device, dtype);
@@ -125,7 +142,13 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   bool stored_double_quant = false;
   auto linear = [&](const std::string& name) -> adapters::FrozenWeight {
     if (is_prequantized(checkpoint, name)) {
-      auto q = quant::read_bnb_nf4(checkpoint, name).to(options.device);
+      auto q = quant::read_bnb_nf4(checkpoint, name);
+      check_finite(name, q.absmax, " (its NF4 absmax)");
+      check_finite(name, q.nested_absmax, " (its NF4 nested absmax)");
+      if (!options.allow_non_finite && !std::isfinite(q.offset))
+        user_error("{}: tensor {}: the NF4 quant state's offset is {}; the file is damaged",
+                   checkpoint.file_of(name).string(), name, q.offset);
+      q = q.to(options.device);
       if (prequantized++ == 0) {
         stored_block_size = q.block_size;
         stored_double_quant = q.double_quant();
@@ -134,8 +157,14 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
     }
     if (!options.nf4) return {weight(name), std::nullopt};
     // Quantize from the stored dtype on the target device; the dense copy dies here.
-    auto stored = checkpoint.tensor(name).to(options.device);
-    return {at::Tensor(), quant::quantize_nf4(stored, *options.nf4)};
+    const at::Tensor as_read = checkpoint.tensor(name);
+    check_finite(name, as_read, "");
+    auto stored = as_read.to(options.device);
+    try {
+      return {at::Tensor(), quant::quantize_nf4(stored, *options.nf4)};
+    } catch (const UserError& e) {
+      user_error("{}: tensor {}: {}", checkpoint.file_of(name).string(), name, e.what());
+    }
   };
 
   LlamaWeights w;

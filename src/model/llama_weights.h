@@ -49,6 +49,10 @@ struct LoadOptions {
   // read, so peak memory stays near one weight in full precision plus the quantized model.
   // Embeddings, lm_head and norms stay in high precision (as bitsandbytes does).
   std::optional<quant::Nf4Options> nf4;
+  // NaN or Inf in a floating-point tensor (weights, norms, NF4 scales) is a UserError naming
+  // the tensor unless this is set (config model.allow_non_finite): a damaged file would
+  // otherwise train or evaluate to "loss nan" with no hint of where it came from.
+  bool allow_non_finite = false;
 };
 
 // Checks names and shapes without reading data. Missing, unexpected and wrongly shaped tensors

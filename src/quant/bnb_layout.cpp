@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "nf4_layout.h"
 
 namespace qlt::quant {
@@ -70,12 +71,7 @@ class Nf4Reader {
     const at::Tensor bytes = ckpt_.tensor(qs_name_).contiguous();
     const std::string text(static_cast<const char*>(bytes.data_ptr()),
                            static_cast<size_t>(bytes.numel()));
-    json state;
-    try {
-      state = json::parse(text);
-    } catch (const json::exception& e) {
-      user_error("{}: the quant state is not valid JSON ({})", qs_name_, e.what());
-    }
+    const json state = parse_json(text, fmt::format("{} (the quant state)", qs_name_));
     if (!state.is_object())
       user_error("{}: the quant state is not a JSON object: {}", qs_name_, text);
     for (const auto& item : state.items())

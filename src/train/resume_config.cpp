@@ -16,7 +16,8 @@ namespace {
 using nlohmann::json;
 
 // Exact keys, or whole sections when the entry ends with a dot.
-constexpr std::array<std::string_view, 8> kMayChange = {
+constexpr std::array<std::string_view, 9> kMayChange = {
+    "model.allow_non_finite",
     "training.max_steps",
     "training.threads",
     "training.device",

@@ -250,7 +250,7 @@ TEST_CASE("bad PEFT adapter folder or JSON: UserError naming the file", "[export
              Catch::Matchers::Contains((tmp / "empty/adapter_config.json").string()));
   auto dir = edited_copy(tmp, [](json&) {});
   write_text(dir / "adapter_config.json", "{\"r\": 4,");
-  CHECK_THAT(load_error(dir), Catch::Matchers::Contains("adapter_config.json: invalid JSON"));
+  CHECK_THAT(load_error(dir), Catch::Matchers::Contains("adapter_config.json:1:9: not valid JSON"));
   fs::copy_file(kPeftAdapter / "adapter_config.json", dir / "adapter_config.json",
                 fs::copy_options::overwrite_existing);
   fs::remove(dir / "adapter_model.safetensors");

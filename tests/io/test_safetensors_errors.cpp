@@ -223,7 +223,7 @@ TEST_CASE("safetensors: a name that appears twice in the header", "[safetensors]
   require_bad_file(st_bytes(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
                             R"("w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
                             kEightBytes),
-                   {"tensor 'w'", "appears twice"});
+                   {"key \"w\"", "appears twice"});
 }
 
 TEST_CASE("safetensors: __metadata__ that is not a string->string object", "[safetensors]") {

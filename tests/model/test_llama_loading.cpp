@@ -90,7 +90,7 @@ TEST_CASE("config.json errors name the file and the field", "[model][errors]") {
   }
   SECTION("no config.json") {
     fs::remove(m.dir / "config.json");
-    require_error(m, "config.json: not found");
+    require_error(m, "config.json does not exist");
   }
 }
 

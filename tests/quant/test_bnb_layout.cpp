@@ -227,6 +227,14 @@ TEST_CASE("bnb: quant-state errors", "[bnb]") {
     copy.set_state_text("{\"quant_type\": \"nf4\", ");
     require_read_error(copy, {qs, "not valid JSON"});
   }
+  SECTION("nested too deep (the one JSON reader's limit)") {
+    copy.set_state_text(std::string(100000, '[') + std::string(100000, ']'));
+    require_read_error(copy, {qs, "nested deeper than 64"});
+  }
+  SECTION("a key twice") {
+    copy.set_state_text(R"({"quant_type": "nf4", "quant_type": "fp4"})");
+    require_read_error(copy, {qs, "\"quant_type\" appears twice"});
+  }
   SECTION("not an object") {
     copy.set_state_text("[1, 2]");
     require_read_error(copy, {qs, "not a JSON object"});
