@@ -1,6 +1,8 @@
 // `qlora-train train`: fine-tunes LoRA adapters on the (NF4 or dense) base model from the
 // config; --resume continues the newest complete checkpoint of checkpoint.output_dir, or the
 // one named.
+#include <spdlog/spdlog.h>
+
 #include <memory>
 
 #include "cli/command.h"
@@ -28,7 +30,12 @@ int run_train(const TrainArgs& args) {
     }
   }
   train::Trainer trainer(std::move(options));
-  trainer.setup();
+  try {
+    trainer.setup();
+  } catch (const train::StoppedDuringSetup& e) {
+    spdlog::warn("{}", e.what());
+    return train::kExitStopped;
+  }
   const int code = trainer.train();
   trainer.cleanup();
   return code;

@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
+#include "io/folder_manifest.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 
@@ -76,21 +78,6 @@ json peft_config_json(const adapters::LoraOptions& options, const std::string& b
   j["use_rslora"] = options.use_rslora;
   j["velora_config"] = nullptr;
   return j;
-}
-
-json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) {
-    user_error("{}: cannot open the PEFT adapter config; a PEFT adapter folder holds {} and {}",
-               path.string(), kPeftConfigFile, kPeftWeightsFile);
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    user_error("{}: invalid JSON at byte {}: {}", path.string(), e.byte, e.what());
-  }
 }
 
 // A feature PEFT supports and we do not: the key must be absent, null, false, or empty.
@@ -215,10 +202,22 @@ PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {
     user_error("{}: no such PEFT adapter folder (expected a folder with {} and {})", dir.string(),
                kPeftConfigFile, kPeftWeightsFile);
   }
+  // A folder we wrote (final/) carries a manifest: verify it before trusting the tensors. A
+  // PEFT folder from elsewhere has none and is read as it is.
+  if (std::filesystem::exists(dir / io::kManifestFile)) {
+    if (const std::string problem = io::folder_manifest_problem(dir, io::kDoneFile);
+        !problem.empty())
+      user_error(
+          "{}: {}; the adapter folder is damaged: use a checkpoint of the run instead "
+          "(qlora-train train --resume rewrites final/ from the last checkpoint)",
+          dir.string(), problem);
+  }
   const auto config_path = dir / kPeftConfigFile;
   const auto weights_path = dir / kPeftWeightsFile;
   PeftAdapter adapter;
-  const json j = read_json_file(config_path);
+  const json j = read_json_file(
+      config_path, fmt::format("; a PEFT adapter folder holds {} and {}", kPeftConfigFile,
+                               kPeftWeightsFile));
   adapter.options = lora_options_from_json(j, config_path.string());
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()) {
     adapter.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();

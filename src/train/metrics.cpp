@@ -2,10 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <sstream>
 #include <vector>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "io/atomic_file.h"
 
 #ifdef QLT_WITH_CUDA
@@ -16,24 +20,52 @@ namespace qlt::train {
 namespace fs = std::filesystem;
 
 MetricsLog::MetricsLog(fs::path file, int64_t keep_up_to_step) : path_(std::move(file)) {
-  if (keep_up_to_step >= 0 && fs::exists(path_)) {
+  std::error_code ec;
+  if (keep_up_to_step >= 0 && fs::exists(path_, ec)) {
     std::ifstream in(path_);
     std::string line, kept;
     while (std::getline(in, line)) {
-      const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      nlohmann::json record;
+      JsonError error;
       // A line cut by a kill, or from a step after the checkpoint, is dropped.
-      if (record.is_discarded() || !record.contains("step")) continue;
-      if (record["step"].get<int64_t>() <= keep_up_to_step) kept += line + "\n";
+      if (!try_parse_json(line, record, error) || !record.is_object()) continue;
+      const auto step = record.find("step");
+      const auto type = record.find("type");
+      if (step == record.end() || !step->is_number_integer()) continue;
+      if (step->get<int64_t>() > keep_up_to_step) continue;
+      kept += line + "\n";
+      if (type != record.end() && type->is_string())
+        records_.emplace(type->get<std::string>(), step->get<int64_t>());
     }
     io::write_file_atomically(path_, kept);
   }
-  out_.open(path_, std::ios::app);
-  if (!out_) user_error("{}: cannot open for writing", path_.string());
+  out_ = std::fopen(path_.c_str(), keep_up_to_step >= 0 ? "a" : "w");
+  if (out_ == nullptr)
+    user_error("{}: cannot open for writing ({})", path_.string(), std::strerror(errno));
+}
+
+MetricsLog::~MetricsLog() {
+  if (out_ != nullptr) std::fclose(out_);
 }
 
 void MetricsLog::write(const nlohmann::ordered_json& record) {
-  out_ << record.dump() << "\n";
-  out_.flush();
+  const std::string line = record.dump() + "\n";
+  errno = 0;
+  if (std::fwrite(line.data(), 1, line.size(), out_) != line.size() || std::fflush(out_) != 0) {
+    const int err = errno;
+    std::clearerr(out_);
+    throw MetricsWriteError(fmt::format("{}: cannot append a record ({})", path_.string(),
+                                        err ? std::strerror(err) : "write failed"));
+  }
+  const auto type = record.find("type");
+  const auto step = record.find("step");
+  if (type != record.end() && type->is_string() && step != record.end() &&
+      step->is_number_integer())
+    records_.emplace(type->get<std::string>(), step->get<int64_t>());
+}
+
+bool MetricsLog::has_record(const std::string& type, int64_t step) const {
+  return records_.count({type, step}) > 0;
 }
 
 std::string format_duration(double seconds) {

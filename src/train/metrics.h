@@ -9,24 +9,45 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
+#include <cstdio>
+#include <set>
+#include <stdexcept>
+#include <utility>
 #include <nlohmann/json.hpp>
 #include <string>
 
 namespace qlt::train {
 
+// A failed append (disk full, I/O error): the run must stop, not go on with a silent gap.
+class MetricsWriteError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class MetricsLog {
  public:
-  // Opens `file` for appending. With keep_up_to_step >= 0 (a resumed run), records of later
-  // steps (written by the interrupted run after its checkpoint) are dropped first, so the file
-  // reads as one uninterrupted run.
+  // keep_up_to_step < 0 (a run starting at step 0): `file` is started afresh (a run that
+  // never completed a checkpoint left nothing worth keeping). keep_up_to_step >= 0 (a resumed
+  // run): records of later steps (written by the interrupted run after its checkpoint) and
+  // lines cut off by a kill are dropped first, so the file reads as one uninterrupted run.
   MetricsLog(std::filesystem::path file, int64_t keep_up_to_step = -1);
-  void write(const nlohmann::ordered_json& record);  // keys in the order given
+  // Appends one line (keys in the order given) and flushes it. MetricsWriteError naming the
+  // file and the reason when the write fails.
+  void write(const nlohmann::ordered_json& record);
+  // Whether a kept or written record has this "type" and "step" (e.g. the eval of the last
+  // step, before a resumed run decides to evaluate again).
+  bool has_record(const std::string& type, int64_t step) const;
   const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;
-  std::ofstream out_;
+  std::FILE* out_ = nullptr;
+  std::set<std::pair<std::string, int64_t>> records_;
+
+ public:
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
 };
 
 // "1h02m", "3m05s", "12.3s".

@@ -13,8 +13,10 @@
 #include <sstream>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "io/atomic_dir.h"
 #include "io/atomic_file.h"
+#include "io/folder_manifest.h"
 
 namespace qlt::train {
 namespace fs = std::filesystem;
@@ -24,29 +26,7 @@ namespace {
 
 constexpr const char* kPrefix = "checkpoint-";
 
-// Files under `dir` (recursively), as sorted relative paths; the manifest and DONE excluded.
-std::vector<std::string> content_files(const fs::path& dir) {
-  std::vector<std::string> files;
-  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
-    if (!entry.is_regular_file()) continue;
-    const std::string rel = fs::relative(entry.path(), dir).generic_string();
-    if (rel == kManifestFile || rel == kDoneFile) continue;
-    files.push_back(rel);
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 }  // namespace
-
-std::string file_sha1(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) user_error("{}: cannot read", file.string());
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  // c10::sha1 (LibTorch) hashes a whole string; checkpoint files are adapter-sized.
-  return c10::sha1(bytes.str()).str();
-}
 
 fs::path checkpoint_path(const fs::path& run_dir, int64_t step) {
   return run_dir / fmt::format("{}{:06d}", kPrefix, step);
@@ -66,12 +46,7 @@ void write_checkpoint_folder(const fs::path& final_dir,
                              const std::function<void(const fs::path&)>& write_files) {
   io::AtomicDir dir(final_dir, /*overwrite=*/true);
   write_files(dir.path());
-  json manifest = {{"format", "qlora-train checkpoint 1"}, {"files", json::object()}};
-  for (const auto& rel : content_files(dir.path())) {
-    const fs::path file = dir.path() / rel;
-    manifest["files"][rel] = {{"bytes", fs::file_size(file)}, {"sha1", file_sha1(file)}};
-  }
-  io::write_file_atomically(dir.path() / kManifestFile, manifest.dump(2) + "\n");
+  io::write_folder_manifest(dir.path(), kDoneFile);
   io::write_file_atomically(dir.path() / kDoneFile, "");
   dir.commit();
 }
@@ -79,35 +54,8 @@ void write_checkpoint_folder(const fs::path& final_dir,
 std::string checkpoint_problem(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return "not a folder";
-  if (!fs::exists(dir / kDoneFile)) return "no DONE marker (its write was interrupted)";
-  json manifest;
-  try {
-    std::ifstream in(dir / kManifestFile);
-    if (!in) return "no manifest.json";
-    manifest = json::parse(in);
-  } catch (const json::exception& e) {
-    return fmt::format("manifest.json is not valid JSON ({})", e.what());
-  }
-  if (!manifest.contains("files") || !manifest["files"].is_object())
-    return "manifest.json has no \"files\" object";
-  const auto present = content_files(dir);
-  for (const auto& [rel, entry] : manifest["files"].items()) {
-    const fs::path file = dir / rel;
-    if (!fs::exists(file)) return fmt::format("file {} listed in the manifest is missing", rel);
-    try {
-      if (fs::file_size(file) != entry.at("bytes").get<uint64_t>())
-        return fmt::format("file {} has {} bytes, the manifest says {}", rel, fs::file_size(file),
-                           entry.at("bytes").dump());
-      if (file_sha1(file) != entry.at("sha1").get<std::string>())
-        return fmt::format("file {}: SHA-1 differs from the manifest (the file is corrupted)", rel);
-    } catch (const json::exception& e) {
-      return fmt::format("manifest.json entry {} is malformed ({})", rel, e.what());
-    }
-  }
-  for (const auto& rel : present) {
-    if (!manifest["files"].contains(rel)) return fmt::format("file {} is not in the manifest", rel);
-  }
-  return "";
+  if (!fs::exists(dir / kDoneFile, ec)) return "no DONE marker (its write was interrupted)";
+  return io::folder_manifest_problem(dir, kDoneFile);
 }
 
 std::vector<fs::path> list_checkpoints(const fs::path& run_dir) {
@@ -154,24 +102,76 @@ int remove_stale_temp_checkpoints(const fs::path& run_dir) {
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec)) return 0;
   int removed = 0;
-  for (const auto& entry : fs::directory_iterator(run_dir)) {
+  for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
     const std::string name = entry.path().filename().string();
     const size_t tmp = name.find(".tmp-");
-    if (!entry.is_directory() || tmp == std::string::npos || !checkpoint_step(name.substr(0, tmp)))
-      continue;
-    // "<pid>" or "<pid>-<k>" (io::AtomicDir's naming).
+    if (tmp == std::string::npos) continue;
+    const std::string target = name.substr(0, tmp);
+    // io::AtomicDir's "<folder>.tmp-<pid>[-k]" and io::write_file_atomically's
+    // ".<file>.tmp-<pid>-<random>".
+    const bool temp_dir = entry.is_directory() && (checkpoint_step(target) || target == "final");
+    const bool temp_file = entry.is_regular_file() &&
+                           (target == ".config.json" || target == ".metrics.jsonl");
+    if (!temp_dir && !temp_file) continue;
+    // "<pid>" or "<pid>-<k>...": ours are still being written; any other is stale, since the
+    // caller holds the run lock (no other process writes here).
     const std::string pid_text = name.substr(tmp + 5, name.find('-', tmp + 5) - (tmp + 5));
-    if (pid_text.empty() || !std::all_of(pid_text.begin(), pid_text.end(),
-                                         [](unsigned char c) { return std::isdigit(c); }))
-      continue;
-    const auto pid = static_cast<pid_t>(std::stoll(pid_text));
-    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or unknown
+    if (pid_text == std::to_string(::getpid())) continue;
     fs::remove_all(entry.path(), ec);
     if (ec) {
       spdlog::warn("could not remove {}: {}", entry.path().string(), ec.message());
       continue;
     }
     spdlog::info("removed {} (left by an interrupted checkpoint write)", entry.path().string());
+    ++removed;
+  }
+  return removed;
+}
+
+namespace {
+
+bool is_temp_name(const std::string& name) {
+  const size_t tmp = name.find(".tmp-");
+  if (tmp == std::string::npos) return false;
+  const std::string target = name.substr(0, tmp);
+  return checkpoint_step(target) || target == "final" || target == ".config.json" ||
+         target == ".metrics.jsonl";
+}
+
+}  // namespace
+
+RunDirContents run_dir_contents(const fs::path& run_dir) {
+  RunDirContents c;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) return c;
+  for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "final") {
+      c.has_final = true;
+    } else if (name == "config.json" || name == "metrics.jsonl" || is_temp_name(name) ||
+               (checkpoint_step(entry.path()) && entry.is_directory())) {
+      c.has_leftovers = true;
+    } else {
+      c.foreign.push_back(name);
+    }
+  }
+  std::sort(c.foreign.begin(), c.foreign.end());
+  c.newest_complete = newest_complete_checkpoint(run_dir);
+  return c;
+}
+
+int remove_incomplete_checkpoints(const fs::path& run_dir) {
+  int removed = 0;
+  for (const auto& dir : list_checkpoints(run_dir)) {
+    const std::string problem = checkpoint_problem(dir);
+    if (problem.empty()) continue;
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    if (ec) {
+      spdlog::warn("could not delete incomplete checkpoint {}: {}", dir.string(), ec.message());
+      continue;
+    }
+    spdlog::info("deleted incomplete checkpoint {} ({})", dir.string(), problem);
     ++removed;
   }
   return removed;

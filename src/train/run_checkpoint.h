@@ -13,10 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "io/folder_manifest.h"
+
 namespace qlt::train {
 
-inline constexpr const char* kDoneFile = "DONE";
-inline constexpr const char* kManifestFile = "manifest.json";
+using io::kDoneFile;
+using io::kManifestFile;
+using io::file_sha1;
 
 // "<run_dir>/checkpoint-000123" (6 digits, more when the step needs them).
 std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int64_t step);
@@ -49,11 +52,26 @@ std::optional<std::filesystem::path> newest_complete_checkpoint(
 // (incomplete ones older than the oldest kept too). keep_last 0 keeps everything.
 void prune_checkpoints(const std::filesystem::path& run_dir, int64_t keep_last);
 
-// Removes the temporary folders ("checkpoint-NNNNNN.tmp-<pid>[-k]") that a killed process
-// left in `run_dir`, when that process is gone; returns how many were removed.
+// Removes the temporary folders ("checkpoint-NNNNNN.tmp-<pid>[-k]", "final.tmp-<pid>[-k]")
+// and files (".config.json.tmp-<pid>-<r>", ...) that a killed process left in `run_dir`;
+// returns how many were removed. Call it with the run lock held: then every temporary not
+// of this process is stale.
 int remove_stale_temp_checkpoints(const std::filesystem::path& run_dir);
 
-// SHA-1 (hex) of a file's bytes.
-std::string file_sha1(const std::filesystem::path& file);
+// The entries of a run folder, sorted by what they are, so that `train` can tell a run it
+// may continue or reuse from a folder that holds something else.
+struct RunDirContents {
+  std::optional<std::filesystem::path> newest_complete;  // newest complete checkpoint
+  bool has_final = false;   // final/ exists (intact or not)
+  bool has_leftovers = false;  // config.json, metrics.jsonl, incomplete checkpoints, temps
+  std::vector<std::string> foreign;  // names qlora-train never writes there
+};
+// Reads `run_dir` (which may not exist). Verifies checkpoints newest first until a complete
+// one is found (warning about the newer broken ones, as newest_complete_checkpoint does).
+RunDirContents run_dir_contents(const std::filesystem::path& run_dir);
+
+// Deletes the checkpoint folders of `run_dir` that are not complete (no DONE, or checksums
+// that fail): no run can continue from them. Returns how many were deleted.
+int remove_incomplete_checkpoints(const std::filesystem::path& run_dir);
 
 }  // namespace qlt::train

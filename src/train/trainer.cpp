@@ -13,9 +13,8 @@
 #include "data/examples.h"
 #include "data/text_dataset.h"
 #include "export/peft_adapter.h"
-#include "io/atomic_dir.h"
 #include "io/atomic_file.h"
-#include "io/json_file.h"
+#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
 #include "optim/clip_grad.h"
@@ -23,6 +22,7 @@
 #include "train/activation_checkpoint.h"
 #include "train/resume_config.h"
 #include "train/run_checkpoint.h"
+#include "train/fault_point.h"
 #include "train/stop_signal.h"
 
 namespace qlt::train {
@@ -31,7 +31,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kTrainerStateFile = "trainer_state.json";
 constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kDropoutRngKey = "rng.dropout";
 
@@ -69,21 +68,27 @@ void Trainer::setup() {
                                      cfg_.optimizer.lr};
   optim::validate(schedule_);
 
-  resolve_resume_checkpoint();
+  // From here on a SIGINT / SIGTERM is a request: setup stops at its next phase boundary.
+  signals_ = std::make_unique<StopSignalScope>();
+  // Before anything is written: one process per run folder.
+  lock_ = RunDirLock::acquire(run_dir_);
+  fault_point("setup");
   remove_stale_temp_checkpoints(run_dir_);
-  fs::create_directories(run_dir_);
-  io::write_file_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
+  resolve_resume_checkpoint();
+  check_stop_during_setup("checking the run folder");
 
   tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
-  model_ =
-      model::load_llama(cfg_.model.path, dtype_, device_,
-                        cfg_.quantization.type == "nf4"
-                            ? std::optional<quant::Nf4Options>(quant::Nf4Options{
-                                  cfg_.quantization.block_size, cfg_.quantization.double_quant})
-                            : std::nullopt);
+  model_ = model::load_llama(
+      cfg_.model.path, dtype_, device_,
+      cfg_.quantization.type == "nf4"
+          ? std::optional<quant::Nf4Options>(
+                quant::Nf4Options{cfg_.quantization.block_size, cfg_.quantization.double_quant})
+          : std::nullopt,
+      cfg_.model.allow_non_finite);
   if (tokenizer_->vocab_size() > model_.config.vocab_size)
     user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}",
                cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
+  check_stop_during_setup("loading the model");
   if (resume_checkpoint_) {
     exporter::load_peft_adapter(model_, *resume_checkpoint_ / kCheckpointAdapterDir);
   } else {
@@ -99,10 +104,13 @@ void Trainer::setup() {
       if (lora) layer_params_[i].insert(layer_params_[i].end(), {lora->A, lora->B});
 
   load_data();
+  check_stop_during_setup("reading the data");
   optimizer_ = std::make_unique<optim::AdamW>(params_, adamw);
   dropout_generator_ = at::globalContext().defaultGenerator(device_).clone();
   dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
   if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);
+  // Setup succeeded: only now does the folder get this start's config and metrics.
+  io::write_file_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
   metrics_ =
       std::make_unique<MetricsLog>(run_dir_ / "metrics.jsonl", resume_checkpoint_ ? step_ : -1);
   int64_t trainable = 0;
@@ -115,7 +123,27 @@ void Trainer::setup() {
       lora_.alpha, fmt::join(lora_.target_modules, ","), trainable, device_.str());
 }
 
+void Trainer::check_stop_during_setup(const char* phase) {
+  if (!stop_requested()) return;
+  throw StoppedDuringSetup(fmt::format(
+      "stopped by signal {} while {}; nothing was trained or written. Continue with the same "
+      "command{}",
+      stop_signal_number(), phase,
+      resume_checkpoint_ || options_.resume_latest || !options_.resume_from.empty()
+          ? ""
+          : " (or the same command with --resume)"));
+}
+
 void Trainer::resolve_resume_checkpoint() {
+  const RunDirContents contents = run_dir_contents(run_dir_);
+  const auto foreign_list = [&] {
+    std::vector<std::string> shown(contents.foreign.begin(),
+                                   contents.foreign.begin() +
+                                       static_cast<std::ptrdiff_t>(
+                                           std::min<size_t>(contents.foreign.size(), 5)));
+    return fmt::format("{}{}", fmt::join(shown, ", "),
+                       contents.foreign.size() > 5 ? ", ..." : "");
+  };
   if (!options_.resume_from.empty()) {
     const std::string problem = checkpoint_problem(options_.resume_from);
     if (!problem.empty())
@@ -125,44 +153,71 @@ void Trainer::resolve_resume_checkpoint() {
           options_.resume_from.string(), problem);
     resume_checkpoint_ = options_.resume_from;
   } else if (options_.resume_latest) {
-    resume_checkpoint_ = newest_complete_checkpoint(run_dir_);
-    if (!resume_checkpoint_)
-      user_error(
-          "--resume: {} holds no complete checkpoint (checkpoint-NNNNNN with DONE); "
-          "start without --resume, or set checkpoint.output_dir to the run to resume",
+    resume_checkpoint_ = contents.newest_complete;
+    if (!resume_checkpoint_) {
+      if (!contents.foreign.empty())
+        user_error(
+            "--resume: {} holds no complete checkpoint, and files qlora-train did not write "
+            "({}); set checkpoint.output_dir to the run to resume",
+            run_dir_.string(), foreign_list());
+      // An interrupted start (during setup, before or during the first checkpoint): nothing
+      // was saved to continue from, so this is a start from step 0 in the same folder.
+      spdlog::warn(
+          "--resume: {} holds no complete checkpoint (the run was interrupted before its "
+          "first one, or never started); starting from step 0",
           run_dir_.string());
+      remove_incomplete_checkpoints(run_dir_);
+      return;
+    }
   } else {
-    std::error_code ec;
-    if (fs::exists(run_dir_, ec) && !fs::is_empty(run_dir_, ec)) {
-      const auto checkpoints = list_checkpoints(run_dir_);
+    if (contents.newest_complete || contents.has_final || !contents.foreign.empty()) {
       user_error(
-          "checkpoint.output_dir {} is not empty{}: resume that run with --resume, or "
+          "checkpoint.output_dir {} is not empty ({}): resume that run with --resume, or "
           "choose another checkpoint.output_dir (a new run never overwrites an old one)",
           run_dir_.string(),
-          checkpoints.empty()
-              ? ""
-              : fmt::format(" (newest checkpoint {})", checkpoints.front().filename().string()));
+          contents.newest_complete
+              ? fmt::format("newest checkpoint {}", contents.newest_complete->filename().string())
+          : contents.has_final ? std::string("it holds a finished run, final/")
+                               : fmt::format("it holds {}", foreign_list()));
+    }
+    if (contents.has_leftovers) {
+      spdlog::warn(
+          "{} holds what an interrupted start left (no complete checkpoint); starting over in "
+          "it",
+          run_dir_.string());
+      remove_incomplete_checkpoints(run_dir_);
     }
     return;
   }
-  const fs::path state_file = *resume_checkpoint_ / kTrainerStateFile;
-  resume_state_ = io::read_json_file(state_file);
-  const json& state = resume_state_;
-  if (!state.contains("config") || !state.contains("step"))
-    user_error("{}: not a qlora-train trainer state (no \"config\" / \"step\")",
-               state_file.string());
-  const auto differences = resume_incompatibilities(state["config"], config_to_json(cfg_));
+  resume_state_ = read_trainer_state(*resume_checkpoint_ / kTrainerStateFile);
+  const auto differences = resume_incompatibilities(resume_state_.config, config_to_json(cfg_));
   if (!differences.empty())
     user_error(
         "cannot resume from {}: the config differs in keys that must stay the same:\n  "
         "{}\n restore them, or start a new run in another checkpoint.output_dir",
         resume_checkpoint_->string(), fmt::join(differences, "\n  "));
-  const int64_t step = state["step"].get<int64_t>();
-  if (step >= cfg_.training.max_steps)
+  const int64_t step = resume_state_.step;
+  last_saved_step_ = step;
+  if (step > cfg_.training.max_steps)
     user_error(
-        "{} is at step {}, and training.max_steps is {}: nothing to train; raise "
-        "training.max_steps to continue",
+        "{} is at step {}, beyond training.max_steps {}; raise training.max_steps to continue "
+        "training",
         resume_checkpoint_->string(), step, cfg_.training.max_steps);
+  if (step == cfg_.training.max_steps) {
+    const fs::path final_dir = run_dir_ / "final";
+    const std::string problem = checkpoint_problem(final_dir);
+    if (problem.empty()) {
+      run_complete_ = true;
+      spdlog::info(
+          "{} is at training.max_steps {} and {} is intact: the run is complete (raise "
+          "training.max_steps to train further)",
+          resume_checkpoint_->string(), step, final_dir.string());
+    } else {
+      spdlog::info("{} is at the last step {}; writing final/ ({})",
+                   resume_checkpoint_->string(), step,
+                   fs::exists(final_dir) ? problem : std::string("it is missing"));
+    }
+  }
 }
 
 void Trainer::load_data() {
@@ -181,23 +236,28 @@ void Trainer::load_data() {
 }
 
 void Trainer::restore_run_state(const fs::path& checkpoint) {
-  const fs::path state_file = checkpoint / kTrainerStateFile;
-  const json& state = resume_state_;  // read and checked by resolve_resume_checkpoint
+  const TrainerState& state = resume_state_;  // read and checked by resolve_resume_checkpoint
+  step_ = state.step;
+  tokens_seen_ = state.tokens_seen;
+  train_seconds_ = state.train_seconds;
+  batcher_->restore(state.data_cursor);
+  const fs::path optimizer_file = checkpoint / kOptimizerFile;
+  auto file = io::SafetensorsFile::open(optimizer_file);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& info : file.tensors()) tensors[info.name] = file.tensor(info.name);
+  if (!tensors.count(kDropoutRngKey))
+    user_error("{}: missing tensor {}", optimizer_file.string(), kDropoutRngKey);
   try {
-    step_ = state.at("step").get<int64_t>();
-    tokens_seen_ = state.at("tokens_seen").get<int64_t>();
-    train_seconds_ = state.at("train_seconds").get<double>();
-    batcher_->restore(data::cursor_from_json(state.at("data_cursor"), state_file.string()));
-    auto file = io::SafetensorsFile::open(checkpoint / kOptimizerFile);
-    std::map<std::string, at::Tensor> tensors;
-    for (const auto& info : file.tensors()) tensors[info.name] = file.tensor(info.name);
-    if (!tensors.count(kDropoutRngKey))
-      user_error("{}: missing tensor {}", (checkpoint / kOptimizerFile).string(), kDropoutRngKey);
     dropout_generator_->set_state(tensors.at(kDropoutRngKey));
-    tensors.erase(kDropoutRngKey);
-    optimizer_->load_state(tensors, state.at("optimizer"));
-  } catch (const json::exception& e) {
-    user_error("{}: malformed trainer state ({})", state_file.string(), e.what());
+  } catch (const c10::Error& e) {
+    user_error("{}: tensor {} is not a random generator state of this device ({})",
+               optimizer_file.string(), kDropoutRngKey, e.what_without_backtrace());
+  }
+  tensors.erase(kDropoutRngKey);
+  try {
+    optimizer_->load_state(tensors, state.optimizer);
+  } catch (const UserError& e) {
+    user_error("{}: {}", checkpoint.string(), e.what());
   }
   spdlog::info("resumed from {} at step {} ({} tokens seen)", checkpoint.string(), step_,
                tokens_seen_);
@@ -222,27 +282,78 @@ EvalResult Trainer::run_eval() {
                       tokenizer_->eos_id());
 }
 
+void Trainer::write_metrics(const nlohmann::ordered_json& record) {
+  try {
+    metrics_->write(record);
+  } catch (const MetricsWriteError& e) {
+    // A run whose log has a silent gap is not trustworthy; stop, keeping the work done.
+    std::string saved;
+    if (step_ > last_saved_step_ && step_ > 0) {
+      try {
+        saved = fmt::format("the state at step {} is saved in {}", step_,
+                            save_checkpoint().string());
+      } catch (const std::exception& save_error) {
+        saved = fmt::format("the state at step {} could not be saved either ({})", step_,
+                            save_error.what());
+      }
+    } else {
+      saved = step_ == 0 ? "nothing was trained yet"
+                         : fmt::format("the state at step {} was already saved", step_);
+    }
+    throw std::runtime_error(fmt::format(
+        "{}; training stopped: {}. Free space (or fix the file system) and continue with "
+        "--resume",
+        e.what(), saved));
+  }
+}
+
+void Trainer::write_eval(const EvalResult& r) {
+  write_metrics({{"type", "eval"},
+                 {"step", step_},
+                 {"loss", r.loss},
+                 {"perplexity", r.perplexity},
+                 {"tokens", r.predicted_tokens},
+                 {"seconds", r.seconds}});
+}
+
+int Trainer::stop_now() {
+  if (step_ > last_saved_step_ && step_ > 0) {
+    const fs::path saved = save_checkpoint();
+    spdlog::warn("stopped by signal {} after step {}; state saved in {} (continue with --resume)",
+                 stop_signal_number(), step_, saved.string());
+  } else if (last_saved_step_ >= 0 && step_ > 0) {
+    spdlog::warn(
+        "stopped by signal {} at step {}; its state is in {} (continue with --resume)",
+        stop_signal_number(), step_, checkpoint_path(run_dir_, step_).string());
+  } else {
+    spdlog::warn(
+        "stopped by signal {} before the first step; nothing to save (continue with --resume, "
+        "which starts at step 0)",
+        stop_signal_number());
+  }
+  return kExitStopped;
+}
+
 int Trainer::train() {
-  StopSignalScope signals;
+  if (run_complete_) return kExitOk;
   const model::ForwardOptions forward = forward_options();
   std::vector<at::Tensor> params;
   for (const auto& [name, p] : params_) params.push_back(p);
   const bool cuda = device_.is_cuda();
   const int64_t first_step = step_;
-  spdlog::info(
-      "training steps {}..{} ({} x {} sequences of <= {} tokens per step, lr {} {}, "
-      "warmup {})",
-      step_ + 1, cfg_.training.max_steps, cfg_.training.grad_accum, cfg_.training.micro_batch_size,
-      cfg_.data.max_seq_len, cfg_.optimizer.lr, cfg_.schedule.type, cfg_.schedule.warmup_steps);
+  const int64_t max_steps = cfg_.training.max_steps;
+  if (step_ < max_steps)
+    spdlog::info(
+        "training steps {}..{} ({} x {} sequences of <= {} tokens per step, lr {} {}, "
+        "warmup {})",
+        step_ + 1, max_steps, cfg_.training.grad_accum, cfg_.training.micro_batch_size,
+        cfg_.data.max_seq_len, cfg_.optimizer.lr, cfg_.schedule.type, cfg_.schedule.warmup_steps);
+  if (stop_requested()) return stop_now();
   if (!eval_set_.empty() && step_ == 0) {
+    fault_point("eval0");
     const EvalResult r = run_eval();
     spdlog::info("eval at step 0: loss {:.4f} perplexity {:.3f}", r.loss, r.perplexity);
-    metrics_->write({{"type", "eval"},
-                     {"step", 0},
-                     {"loss", r.loss},
-                     {"perplexity", r.perplexity},
-                     {"tokens", r.predicted_tokens},
-                     {"seconds", r.seconds}});
+    write_eval(r);
   }
 
   // The logging interval's sums.
@@ -251,7 +362,9 @@ int Trainer::train() {
   const auto session_start = std::chrono::steady_clock::now();
   double session_seconds = 0;
 
-  while (step_ < cfg_.training.max_steps) {
+  while (step_ < max_steps) {
+    // A stop request that came during an eval, a save or the previous step's log.
+    if (stop_requested()) return stop_now();
     const auto step_start = std::chrono::steady_clock::now();
     // All micro-batches of the step first: the loss is the mean over every trained token of
     // the step, so each micro-batch's sum is divided by the step's total.
@@ -270,6 +383,7 @@ int Trainer::train() {
       (loss.sum / static_cast<double>(trained)).backward();
       loss_sum += loss.sum.item<double>();
     }
+    fault_point(step_ + 1 == max_steps ? "last_step" : "step");
     const double loss = loss_sum / static_cast<double>(trained);
     const double grad_norm = optim::clip_grad_norm(params, cfg_.optimizer.max_grad_norm);
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
@@ -296,95 +410,99 @@ int Trainer::train() {
     interval_seconds += seconds;
     session_seconds = seconds_since(session_start);
 
-    const bool last_step = step_ == cfg_.training.max_steps;
+    const bool last_step = step_ == max_steps;
     if (step_ % cfg_.logging.every_steps == 0 || last_step || stop_requested()) {
       const double interval_loss = interval_loss_sum / static_cast<double>(interval_trained);
       const double tokens_per_s = static_cast<double>(interval_tokens) / interval_seconds;
       const double memory = memory_in_use_mb(cuda, cuda ? device_.index() : 0);
       const double eta = session_seconds / static_cast<double>(step_ - first_step) *
-                         static_cast<double>(cfg_.training.max_steps - step_);
+                         static_cast<double>(max_steps - step_);
       spdlog::info(
           "step {}/{}  loss {:.4f}  lr {:.3e}  grad_norm {:.3f}  {:.0f} tokens/s  "
           "mem {:.0f} MB  eta {}",
-          step_, cfg_.training.max_steps, interval_loss, lr, grad_norm, tokens_per_s, memory,
+          step_, max_steps, interval_loss, lr, grad_norm, tokens_per_s, memory,
           format_duration(eta));
-      metrics_->write({{"type", "train"},
-                       {"step", step_},
-                       {"epoch", batcher_->epoch_progress()},
-                       {"loss", interval_loss},
-                       {"lr", lr},
-                       {"grad_norm", grad_norm},
-                       {"tokens", interval_tokens},
-                       {"trained_tokens", interval_trained},
-                       {"seconds", interval_seconds},
-                       {"tokens_per_s", tokens_per_s},
-                       {"memory_mb", memory},
-                       {"elapsed_s", train_seconds_},
-                       {"eta_s", eta}});
+      write_metrics({{"type", "train"},
+                     {"step", step_},
+                     {"epoch", batcher_->epoch_progress()},
+                     {"loss", interval_loss},
+                     {"lr", lr},
+                     {"grad_norm", grad_norm},
+                     {"tokens", interval_tokens},
+                     {"trained_tokens", interval_trained},
+                     {"seconds", interval_seconds},
+                     {"tokens_per_s", tokens_per_s},
+                     {"memory_mb", memory},
+                     {"elapsed_s", train_seconds_},
+                     {"eta_s", eta}});
       interval_loss_sum = interval_seconds = 0;
       interval_trained = interval_tokens = 0;
     }
-    if (!eval_set_.empty() &&
-        (last_step || (cfg_.eval.every_steps > 0 && step_ % cfg_.eval.every_steps == 0))) {
+    // Stopping: save first, skip an eval that may take long (the last one runs on --resume).
+    if (stop_requested()) return stop_now();
+    if (!eval_set_.empty() && !last_step && cfg_.eval.every_steps > 0 &&
+        step_ % cfg_.eval.every_steps == 0) {
       const EvalResult r = run_eval();
       spdlog::info("eval at step {}: loss {:.4f} perplexity {:.3f} ({} tokens, {:.1f} s)", step_,
                    r.loss, r.perplexity, r.predicted_tokens, r.seconds);
-      metrics_->write({{"type", "eval"},
-                       {"step", step_},
-                       {"loss", r.loss},
-                       {"perplexity", r.perplexity},
-                       {"tokens", r.predicted_tokens},
-                       {"seconds", r.seconds}});
+      write_eval(r);
     }
-    if (stop_requested()) {
-      const fs::path saved = save_checkpoint();
-      spdlog::warn(
-          "stopped by signal {} after step {}; state saved in {} (continue with "
-          "--resume)",
-          stop_signal_number(), step_, saved.string());
-      return kExitStopped;
-    }
-    if (last_step ||
-        (cfg_.checkpoint.every_steps > 0 && step_ % cfg_.checkpoint.every_steps == 0)) {
+    if (last_step || (cfg_.checkpoint.every_steps > 0 && step_ % cfg_.checkpoint.every_steps == 0))
       save_checkpoint();
-    }
   }
-  spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}", step_ - first_step,
-               format_duration(session_seconds), tokens_seen_,
-               peak_memory_mb(cuda, cuda ? device_.index() : 0),
-               cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
+  if (stop_requested()) return stop_now();
+  // The final evaluation, after the last checkpoint (so an interruption during it loses no
+  // training), unless a resumed run already has it.
+  if (!eval_set_.empty() && !metrics_->has_record("eval", step_)) {
+    fault_point("final_eval");
+    const EvalResult r = run_eval();
+    spdlog::info("eval at step {}: loss {:.4f} perplexity {:.3f} ({} tokens, {:.1f} s)", step_,
+                 r.loss, r.perplexity, r.predicted_tokens, r.seconds);
+    if (stop_requested()) return stop_now();
+    write_eval(r);
+  }
+  if (step_ > first_step)
+    spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}",
+                 step_ - first_step, format_duration(session_seconds), tokens_seen_,
+                 peak_memory_mb(cuda, cuda ? device_.index() : 0),
+                 cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
   save_final();
+  if (stop_requested())
+    spdlog::info("the stop request (signal {}) came after the last step: the run is complete",
+                 stop_signal_number());
   return kExitOk;
 }
 
 fs::path Trainer::save_checkpoint() {
   const fs::path dir = checkpoint_path(run_dir_, step_);
-  const json config = config_to_json(cfg_);
+  TrainerState state;
+  state.step = step_;
+  state.tokens_seen = tokens_seen_;
+  state.train_seconds = train_seconds_;
+  state.data_cursor = batcher_->cursor();
+  state.optimizer = optimizer_->state_meta();
+  state.config = config_to_json(cfg_);
+  state.config_hash = resume_config_hash(state.config);
+  // The schedule is a function of the step; recorded so a reader sees where it stands
+  // without recomputing it.
+  const json extra = {{"schedule",
+                       {{"type", cfg_.schedule.type},
+                        {"warmup_steps", schedule_.warmup_steps},
+                        {"total_steps", schedule_.total_steps},
+                        {"base_lr", schedule_.base_lr},
+                        {"next_lr", optim::lr_at(schedule_, step_)}}},
+                      {"dropout_rng_device", device_.str()}};
   write_checkpoint_folder(dir, [&](const fs::path& tmp) {
     fs::create_directory(tmp / kCheckpointAdapterDir);
     exporter::write_peft_adapter(tmp / kCheckpointAdapterDir, model_, lora_, cfg_.model.path);
     auto tensors = optimizer_->state_tensors();
     tensors.emplace_back(kDropoutRngKey, dropout_generator_->get_state());
     io::save_safetensors(tmp / kOptimizerFile, tensors, {{"format", "pt"}});
-    const json state = {{"format", "qlora-train trainer state 1"},
-                        {"step", step_},
-                        {"tokens_seen", tokens_seen_},
-                        {"train_seconds", train_seconds_},
-                        {"data_cursor", data::cursor_to_json(batcher_->cursor())},
-                        {"optimizer", optimizer_->state_meta()},
-                        // The schedule is a function of the step; recorded so a reader sees
-                        // where it stands without recomputing it.
-                        {"schedule",
-                         {{"type", cfg_.schedule.type},
-                          {"warmup_steps", schedule_.warmup_steps},
-                          {"total_steps", schedule_.total_steps},
-                          {"base_lr", schedule_.base_lr},
-                          {"next_lr", optim::lr_at(schedule_, step_)}}},
-                        {"dropout_rng_device", device_.str()},
-                        {"config", config},
-                        {"config_hash", resume_config_hash(config)}};
-    io::write_file_atomically(tmp / kTrainerStateFile, state.dump(2) + "\n");
+    io::write_file_atomically(tmp / kTrainerStateFile,
+                              trainer_state_json(state, extra).dump(2) + "\n");
+    fault_point("save");
   });
+  last_saved_step_ = step_;
   prune_checkpoints(run_dir_, cfg_.checkpoint.keep_last);
   spdlog::info("checkpoint {}", dir.string());
   return dir;
@@ -392,9 +510,12 @@ fs::path Trainer::save_checkpoint() {
 
 void Trainer::save_final() {
   const fs::path final_dir = run_dir_ / "final";
-  io::AtomicDir dir(final_dir, /*overwrite=*/true);
-  exporter::write_peft_adapter(dir.path(), model_, lora_, cfg_.model.path);
-  dir.commit();
+  // Same folder discipline as a checkpoint: temporary name, manifest (verified by every
+  // reader of the adapter), DONE, rename.
+  write_checkpoint_folder(final_dir, [&](const fs::path& tmp) {
+    exporter::write_peft_adapter(tmp, model_, lora_, cfg_.model.path);
+    fault_point("final_save");
+  });
   fmt::print(
       "\nadapter written to {dir} (PEFT LoRA layout: adapter_model.safetensors + "
       "adapter_config.json)\n"
@@ -407,6 +528,7 @@ void Trainer::save_final() {
 }
 
 void Trainer::cleanup() {
+  signals_.reset();
   metrics_.reset();
   optimizer_.reset();
   batcher_.reset();

@@ -2,13 +2,19 @@
 // shape of torchtune's recipes. Everything that can fail on bad input fails in setup(),
 // before the first step.
 //
-// Run directory (checkpoint.output_dir):
-//   config.json            the effective config of the latest start (or resume)
+// Run directory (checkpoint.output_dir), held by one process at a time (train/run_lock.h):
+//   config.json            the effective config of the latest start (or resume), written
+//                          once setup succeeded
 //   metrics.jsonl          one JSON object per logged step / eval (train/metrics.h)
 //   checkpoint-NNNNNN/     adapter/ (PEFT layout), optimizer.safetensors (AdamW state + RNG
 //                          state), trainer_state.json (step, data cursor, config + hash),
 //                          manifest.json (size + SHA-1 of every file), DONE (written last)
-//   final/                 the final adapter in PEFT's layout
+//   final/                 the final adapter in PEFT's layout, with manifest.json + DONE
+//
+// Whatever the moment a run is interrupted (SIGINT, SIGTERM, SIGKILL, a crash), the same
+// command with --resume continues it: from the newest complete checkpoint; from step 0 when
+// the run never completed one; or, when the last checkpoint is at training.max_steps, by
+// writing final/ (and the final evaluation, if it is missing).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -17,6 +23,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -29,6 +36,9 @@
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
+#include "train/run_lock.h"
+#include "train/stop_signal.h"
+#include "train/trainer_state.h"
 
 namespace qlt::train {
 
@@ -48,18 +58,27 @@ data::DataOptions data_options(const TrainConfig& cfg);
 // Exit code of train() when SIGINT / SIGTERM stopped the run after a clean checkpoint.
 inline constexpr int kExitStopped = 130;
 
+// Thrown by setup() when SIGINT / SIGTERM arrived during it: nothing was trained; the message
+// says how to continue. The CLI exits with kExitStopped.
+class StoppedDuringSetup : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class Trainer {
  public:
   explicit Trainer(TrainerOptions options);
 
-  // Validates the config, picks the checkpoint to resume from (refusing an incomplete,
-  // corrupted or incompatible one), loads tokenizer, model, adapters, data, optimizer and,
-  // when resuming, the run state.
+  // Validates the config, installs the SIGINT/SIGTERM handlers, locks the run folder, picks
+  // the checkpoint to resume from (refusing an incomplete, corrupted or incompatible one),
+  // loads tokenizer, model, adapters, data, optimizer and, when resuming, the run state; then
+  // writes config.json. A stop signal during setup ends it with StoppedDuringSetup.
   void setup();
   // Runs optimizer steps up to training.max_steps: logs, evaluates and checkpoints on their
   // intervals, writes a checkpoint and final/ at the end. Returns 0, or kExitStopped after
   // SIGINT/SIGTERM (the current step finished and was checkpointed). A non-finite loss or
-  // gradient norm throws std::runtime_error without writing anything.
+  // gradient norm throws std::runtime_error without writing anything; a failed append to
+  // metrics.jsonl writes a checkpoint if it can and throws std::runtime_error.
   int train();
   // checkpoint-<step>/ of the current state (atomic; prunes to checkpoint.keep_last).
   std::filesystem::path save_checkpoint();
@@ -69,6 +88,10 @@ class Trainer {
 
  private:
   void resolve_resume_checkpoint();
+  void check_stop_during_setup(const char* phase);
+  int stop_now();
+  void write_metrics(const nlohmann::ordered_json& record);
+  void write_eval(const EvalResult& r);
   void load_data();
   void restore_run_state(const std::filesystem::path& checkpoint);
   EvalResult run_eval();
@@ -79,8 +102,12 @@ class Trainer {
   std::filesystem::path run_dir_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
+  std::unique_ptr<StopSignalScope> signals_;  // from the start of setup to cleanup
+  RunDirLock lock_;
   std::optional<std::filesystem::path> resume_checkpoint_;
-  nlohmann::json resume_state_;  // its trainer_state.json
+  TrainerState resume_state_;  // its trainer_state.json
+  bool run_complete_ = false;  // resumed at max_steps with an intact final/: nothing to do
+  int64_t last_saved_step_ = -1;  // step of the newest checkpoint written or resumed from
 
   std::optional<tokenizer::Tokenizer> tokenizer_;
   model::LlamaModel model_;

@@ -29,13 +29,15 @@ inline std::string read_text(const std::filesystem::path& file) {
 }
 
 // `args` is appended to the binary's path as is (a shell word list); runs in the repo root.
-inline RunResult run_qlora_train(const std::string& args) {
+// `env` ("NAME=value ...") is set for the binary only.
+inline RunResult run_qlora_train(const std::string& args, const std::string& env = "") {
   namespace fs = std::filesystem;
   static int counter = 0;
   const fs::path dir = fs::temp_directory_path() /
                        ("qlt-run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   fs::create_directories(dir);
-  const std::string cmd = "cd '" QLT_SOURCE_DIR "' && '" QLT_BINARY "' " + args + " >'" +
+  const std::string cmd = "cd '" QLT_SOURCE_DIR "' && " + (env.empty() ? "" : "env " + env + " ") +
+                          "'" QLT_BINARY "' " + args + " >'" +
                           (dir / "out").string() + "' 2>'" + (dir / "err").string() + "'";
   const int status = std::system(cmd.c_str());
   RunResult r;

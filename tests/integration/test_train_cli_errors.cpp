@@ -60,13 +60,15 @@ TEST_CASE("train refuses a fresh run into a non-empty output_dir", "[integration
   CHECK(qlt::test::entry_names(run) == std::vector<std::string>{"notes.txt"});
 }
 
-TEST_CASE("train refuses --resume where there is no complete checkpoint", "[integration][train]") {
+TEST_CASE("train refuses --resume into a folder of other files with no checkpoint",
+          "[integration][train]") {
   TrainScratch scratch(qlt::test::tiny_train_config(false));
   const fs::path run = scratch.run("run");
   fs::create_directories(run);
+  std::ofstream(run / "notes.txt") << "someone else's file\n";
   qlt::test::check_bad_input(scratch.train(run, "--resume"),
-                             {run.string(), "holds no complete checkpoint"});
-  CHECK(fs::is_empty(run));
+                             {run.string(), "holds no complete checkpoint", "notes.txt"});
+  CHECK(qlt::test::entry_names(run) == std::vector<std::string>{"notes.txt"});
 }
 
 TEST_CASE("train refuses --resume PATH of an incomplete or corrupted checkpoint",

@@ -53,8 +53,9 @@ struct TrainScratch {
            "' --set training.threads=1 --set checkpoint.output_dir='" + output_dir.string() + "' " +
            extra;
   }
-  RunResult train(const std::filesystem::path& output_dir, const std::string& extra = "") const {
-    return run_qlora_train(args(output_dir, extra));
+  RunResult train(const std::filesystem::path& output_dir, const std::string& extra = "",
+                  const std::string& env = "") const {
+    return run_qlora_train(args(output_dir, extra), env);
   }
 };
 

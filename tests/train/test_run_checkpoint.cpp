@@ -129,16 +129,21 @@ TEST_CASE("prune_checkpoints keeps the newest complete ones", "[train][checkpoin
   CHECK(list_checkpoints(run.path).size() == 3);
 }
 
-TEST_CASE("stale temporary checkpoint folders of dead processes are removed",
+TEST_CASE("temporary folders and files of other processes are removed (run lock held)",
           "[train][checkpoint]") {
   TempDir run;
-  // pid 2^22 + 1 is above Linux's pid_max ceiling, so no process has it.
   const fs::path dead = run / "checkpoint-000005.tmp-4194305";
-  const fs::path alive = run / ("checkpoint-000006.tmp-" + std::to_string(::getppid()));
+  const fs::path huge_pid = run / "checkpoint-000007.tmp-99999999999999999999999";
+  const fs::path final_tmp = run / "final.tmp-4194305-2";
+  const fs::path ours = run / ("checkpoint-000006.tmp-" + std::to_string(::getpid()));
   const fs::path other = run / "notes.tmp-4194305";
-  for (const auto& d : {dead, alive, other}) fs::create_directory(d);
-  CHECK(remove_stale_temp_checkpoints(run.path) == 1);
+  for (const auto& d : {dead, huge_pid, final_tmp, ours, other}) fs::create_directory(d);
+  write_bytes(run / ".metrics.jsonl.tmp-4194305-77", "x");
+  CHECK(remove_stale_temp_checkpoints(run.path) == 4);
   CHECK_FALSE(fs::exists(dead));
-  CHECK(fs::exists(alive));
+  CHECK_FALSE(fs::exists(huge_pid));
+  CHECK_FALSE(fs::exists(final_tmp));
+  CHECK_FALSE(fs::exists(run / ".metrics.jsonl.tmp-4194305-77"));
+  CHECK(fs::exists(ours));
   CHECK(fs::exists(other));
 }
