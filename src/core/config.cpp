@@ -308,6 +308,16 @@ void check_required(const json& root, const TrainConfig& config, std::string_vie
 // always takes the text unless it is a quoted JSON string, so a path named `123` or `true`
 // stays a path; a list key also takes "a,b,c" as ["a", "b", "c"].
 json override_value(const ConfigKey& key, const std::string& text) {
+  // Every string of a config is written back as JSON (config.json of a run), which must be
+  // UTF-8; a file's strings are checked by the JSON reader, a command line's here.
+  try {
+    (void)json(text).dump();
+  } catch (const json::type_error&) {
+    user_error(
+        "--set {}=...: the value is not valid UTF-8; pass the text in UTF-8 (a path with "
+        "other bytes: rename it)",
+        key.path);
+  }
   json parsed;
   JsonError error;
   if (!try_parse_json(text, parsed, error)) {

@@ -74,7 +74,8 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
                 " must be a leaf tensor that requires grad");
     TORCH_CHECK(p.scalar_type() == at::kFloat, "AdamW: parameter ", name, " is ", p.scalar_type(),
                 "; the optimizer keeps fp32 master weights only");
-    auto zeros = [&] { return at::zeros_like(p, at::MemoryFormat::Preserve); };
+    // [&t = p]: clang (C++20 as implemented in clang 14) cannot capture a structured binding.
+    auto zeros = [&t = p] { return at::zeros_like(t, at::MemoryFormat::Preserve); };
     params_.push_back({name, p, zeros(), zeros(), 0});
   }
 }

@@ -99,3 +99,13 @@ TEST_CASE("config --set: into a file section that is not an object names the fil
   REQUIRE_THROWS_WITH(load_config(file.path(), {"model.path=x"}),
                       StartsWith(file.path().string() + ": model must be an object"));
 }
+
+// Found by tests/fuzz/fuzz_config (regressions/config/): a value that is not UTF-8 cannot be
+// written back as JSON; it was a raw nlohmann error (exit 1) or a crash at config.json.
+TEST_CASE("config --set: a value that is not valid UTF-8 is refused naming the key", "[config]") {
+  for (const std::string set : {"model.path=data/\xba", "quantization.type=nf\xba"}) {
+    REQUIRE_THROWS_WITH(load_with("set_utf8.json", R"({"model": {"path": "m"}})", {set}),
+                        Contains("--set " + set.substr(0, set.find('='))) &&
+                            Contains("not valid UTF-8"));
+  }
+}
