@@ -21,8 +21,8 @@ namespace {
 // Line and column (from 1) of byte offset `at` (0-based) in `text`.
 void set_position(std::string_view text, std::size_t at, JsonError& error) {
   at = std::min(at, text.size());
-  error.line = 1 + static_cast<std::size_t>(
-                       std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+  error.line = 1 + static_cast<std::size_t>(std::count(
+                       text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
   const std::size_t newline = at == 0 ? std::string_view::npos : text.rfind('\n', at - 1);
   error.column = newline == std::string_view::npos ? at + 1 : at - newline;
 }
@@ -35,8 +35,10 @@ std::size_t too_deep_offset(std::string_view text, int max_depth) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -93,7 +95,6 @@ std::string parser_hint(const std::string& reason) {
   return "";
 }
 
-
 template <typename Json>
 bool parse_bounded(std::string_view text, Json& out, JsonError& error, int max_depth) {
   std::vector<Frame> frames;
@@ -107,7 +108,8 @@ bool parse_bounded(std::string_view text, Json& out, JsonError& error, int max_d
       case json::parse_event_t::key: {
         Frame& f = frames.back();
         f.pending_key = parsed.template get<std::string>();
-        if (!f.keys.insert(f.pending_key).second) throw DuplicateKey{f.pending_key, path_of(frames)};
+        if (!f.keys.insert(f.pending_key).second)
+          throw DuplicateKey{f.pending_key, path_of(frames)};
         break;
       }
       case json::parse_event_t::object_end:

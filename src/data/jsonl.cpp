@@ -48,8 +48,7 @@ class BoundedLineReader {
         end_ = static_cast<size_t>(in_.gcount());
         pos_ = 0;
         if (end_ == 0) {
-          if (in_.bad())
-            user_error("dataset {}: read failed at line {}", file_.string(), number);
+          if (in_.bad()) user_error("dataset {}: read failed at line {}", file_.string(), number);
           return !line.empty();
         }
       }
@@ -93,8 +92,8 @@ void for_each_jsonl(const fs::path& file,
   for (int64_t number = 1; reader->next(line, number); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     if (!try_parse_json(line, object, error)) {
-      user_error("{}:{}: not valid JSON{}: {}; each line must be one JSON object",
-                 file.string(), number,
+      user_error("{}:{}: not valid JSON{}: {}; each line must be one JSON object", file.string(),
+                 number,
                  error.column == 0 ? std::string() : fmt::format(" (column {})", error.column),
                  error.message);
     }

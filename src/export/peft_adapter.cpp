@@ -11,8 +11,8 @@
 
 #include "core/errors.h"
 #include "core/json_reader.h"
-#include "io/folder_manifest.h"
 #include "io/atomic_file.h"
+#include "io/folder_manifest.h"
 #include "io/safetensors.h"
 
 namespace qlt::exporter {
@@ -215,9 +215,8 @@ PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {
   const auto config_path = dir / kPeftConfigFile;
   const auto weights_path = dir / kPeftWeightsFile;
   PeftAdapter adapter;
-  const json j = read_json_file(
-      config_path, fmt::format("; a PEFT adapter folder holds {} and {}", kPeftConfigFile,
-                               kPeftWeightsFile));
+  const json j = read_json_file(config_path, fmt::format("; a PEFT adapter folder holds {} and {}",
+                                                         kPeftConfigFile, kPeftWeightsFile));
   adapter.options = lora_options_from_json(j, config_path.string());
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()) {
     adapter.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();

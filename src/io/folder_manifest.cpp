@@ -79,8 +79,7 @@ std::string folder_manifest_problem(const fs::path& dir, const std::string& skip
       return fmt::format("file {} listed in the manifest is missing", rel);
     if (!entry.is_object() || !entry.contains("bytes") || !entry["bytes"].is_number_unsigned() ||
         !entry.contains("sha1") || !entry["sha1"].is_string())
-      return fmt::format("manifest.json entry {} is malformed (needs \"bytes\" and \"sha1\")",
-                         rel);
+      return fmt::format("manifest.json entry {} is malformed (needs \"bytes\" and \"sha1\")", rel);
     const auto size = fs::file_size(file, ec);
     if (ec) return fmt::format("file {} cannot be read ({})", rel, ec.message());
     if (size != entry["bytes"].get<uint64_t>())
@@ -88,8 +87,7 @@ std::string folder_manifest_problem(const fs::path& dir, const std::string& skip
                          entry["bytes"].dump());
     try {
       if (file_sha1(file) != entry["sha1"].get<std::string>())
-        return fmt::format("file {}: SHA-1 differs from the manifest (the file is corrupted)",
-                           rel);
+        return fmt::format("file {}: SHA-1 differs from the manifest (the file is corrupted)", rel);
     } catch (const UserError& e) {
       return e.what();
     }

@@ -21,8 +21,7 @@ void write_folder_manifest(const std::filesystem::path& dir, const std::string& 
 // the manifest (the file is corrupted)", "no manifest.json", ...), or "" when every file is
 // present with its recorded size and SHA-1 and no file is unlisted. Never throws for bad
 // content. Reads every file.
-std::string folder_manifest_problem(const std::filesystem::path& dir,
-                                    const std::string& skip = "");
+std::string folder_manifest_problem(const std::filesystem::path& dir, const std::string& skip = "");
 
 // SHA-1 (hex) of a file's bytes. UserError naming the file when it cannot be read.
 std::string file_sha1(const std::filesystem::path& file);

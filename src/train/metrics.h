@@ -8,13 +8,13 @@
 #pragma once
 
 #include <cstdint>
-#include <filesystem>
 #include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
-#include <utility>
-#include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
 namespace qlt::train {
 

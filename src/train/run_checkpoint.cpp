@@ -110,8 +110,8 @@ int remove_stale_temp_checkpoints(const fs::path& run_dir) {
     // io::AtomicDir's "<folder>.tmp-<pid>[-k]" and io::write_file_atomically's
     // ".<file>.tmp-<pid>-<random>".
     const bool temp_dir = entry.is_directory() && (checkpoint_step(target) || target == "final");
-    const bool temp_file = entry.is_regular_file() &&
-                           (target == ".config.json" || target == ".metrics.jsonl");
+    const bool temp_file =
+        entry.is_regular_file() && (target == ".config.json" || target == ".metrics.jsonl");
     if (!temp_dir && !temp_file) continue;
     // "<pid>" or "<pid>-<k>...": ours are still being written; any other is stale, since the
     // caller holds the run lock (no other process writes here).

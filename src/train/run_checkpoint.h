@@ -17,9 +17,9 @@
 
 namespace qlt::train {
 
+using io::file_sha1;
 using io::kDoneFile;
 using io::kManifestFile;
-using io::file_sha1;
 
 // "<run_dir>/checkpoint-000123" (6 digits, more when the step needs them).
 std::filesystem::path checkpoint_path(const std::filesystem::path& run_dir, int64_t step);
@@ -62,8 +62,8 @@ int remove_stale_temp_checkpoints(const std::filesystem::path& run_dir);
 // may continue or reuse from a folder that holds something else.
 struct RunDirContents {
   std::optional<std::filesystem::path> newest_complete;  // newest complete checkpoint
-  bool has_final = false;   // final/ exists (intact or not)
-  bool has_leftovers = false;  // config.json, metrics.jsonl, incomplete checkpoints, temps
+  bool has_final = false;                                // final/ exists (intact or not)
+  bool has_leftovers = false;        // config.json, metrics.jsonl, incomplete checkpoints, temps
   std::vector<std::string> foreign;  // names qlora-train never writes there
 };
 // Reads `run_dir` (which may not exist). Verifies checkpoints newest first until a complete

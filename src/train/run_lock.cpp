@@ -35,8 +35,7 @@ std::optional<pid_t> flock_holder(const struct stat& st) {
     std::string id, kind, mode, access, pid, where;
     if (!(fields >> id >> kind) || kind != "FLOCK") continue;
     if (!(fields >> mode >> access >> pid >> where)) continue;
-    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos ||
-        pid.size() > 9)
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9)
       continue;
     if (where == device) return static_cast<pid_t>(std::stol(pid));
     // Overlay and other stacked file systems may report another device: same inode then.

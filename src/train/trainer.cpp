@@ -10,19 +10,19 @@
 
 #include "core/device.h"
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "data/examples.h"
 #include "data/text_dataset.h"
 #include "export/peft_adapter.h"
 #include "io/atomic_file.h"
-#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
 #include "optim/clip_grad.h"
 #include "quant/nf4.h"
 #include "train/activation_checkpoint.h"
+#include "train/fault_point.h"
 #include "train/resume_config.h"
 #include "train/run_checkpoint.h"
-#include "train/fault_point.h"
 #include "train/stop_signal.h"
 
 namespace qlt::train {
@@ -78,13 +78,13 @@ void Trainer::setup() {
   check_stop_during_setup("checking the run folder");
 
   tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
-  model_ = model::load_llama(
-      cfg_.model.path, dtype_, device_,
-      cfg_.quantization.type == "nf4"
-          ? std::optional<quant::Nf4Options>(
-                quant::Nf4Options{cfg_.quantization.block_size, cfg_.quantization.double_quant})
-          : std::nullopt,
-      cfg_.model.allow_non_finite);
+  model_ =
+      model::load_llama(cfg_.model.path, dtype_, device_,
+                        cfg_.quantization.type == "nf4"
+                            ? std::optional<quant::Nf4Options>(quant::Nf4Options{
+                                  cfg_.quantization.block_size, cfg_.quantization.double_quant})
+                            : std::nullopt,
+                        cfg_.model.allow_non_finite);
   if (tokenizer_->vocab_size() > model_.config.vocab_size)
     user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}",
                cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
@@ -137,12 +137,11 @@ void Trainer::check_stop_during_setup(const char* phase) {
 void Trainer::resolve_resume_checkpoint() {
   const RunDirContents contents = run_dir_contents(run_dir_);
   const auto foreign_list = [&] {
-    std::vector<std::string> shown(contents.foreign.begin(),
-                                   contents.foreign.begin() +
-                                       static_cast<std::ptrdiff_t>(
-                                           std::min<size_t>(contents.foreign.size(), 5)));
-    return fmt::format("{}{}", fmt::join(shown, ", "),
-                       contents.foreign.size() > 5 ? ", ..." : "");
+    std::vector<std::string> shown(
+        contents.foreign.begin(),
+        contents.foreign.begin() +
+            static_cast<std::ptrdiff_t>(std::min<size_t>(contents.foreign.size(), 5)));
+    return fmt::format("{}{}", fmt::join(shown, ", "), contents.foreign.size() > 5 ? ", ..." : "");
   };
   if (!options_.resume_from.empty()) {
     const std::string problem = checkpoint_problem(options_.resume_from);
@@ -213,9 +212,8 @@ void Trainer::resolve_resume_checkpoint() {
           "training.max_steps to train further)",
           resume_checkpoint_->string(), step, final_dir.string());
     } else {
-      spdlog::info("{} is at the last step {}; writing final/ ({})",
-                   resume_checkpoint_->string(), step,
-                   fs::exists(final_dir) ? problem : std::string("it is missing"));
+      spdlog::info("{} is at the last step {}; writing final/ ({})", resume_checkpoint_->string(),
+                   step, fs::exists(final_dir) ? problem : std::string("it is missing"));
     }
   }
 }
@@ -290,8 +288,8 @@ void Trainer::write_metrics(const nlohmann::ordered_json& record) {
     std::string saved;
     if (step_ > last_saved_step_ && step_ > 0) {
       try {
-        saved = fmt::format("the state at step {} is saved in {}", step_,
-                            save_checkpoint().string());
+        saved =
+            fmt::format("the state at step {} is saved in {}", step_, save_checkpoint().string());
       } catch (const std::exception& save_error) {
         saved = fmt::format("the state at step {} could not be saved either ({})", step_,
                             save_error.what());
@@ -322,9 +320,8 @@ int Trainer::stop_now() {
     spdlog::warn("stopped by signal {} after step {}; state saved in {} (continue with --resume)",
                  stop_signal_number(), step_, saved.string());
   } else if (last_saved_step_ >= 0 && step_ > 0) {
-    spdlog::warn(
-        "stopped by signal {} at step {}; its state is in {} (continue with --resume)",
-        stop_signal_number(), step_, checkpoint_path(run_dir_, step_).string());
+    spdlog::warn("stopped by signal {} at step {}; its state is in {} (continue with --resume)",
+                 stop_signal_number(), step_, checkpoint_path(run_dir_, step_).string());
   } else {
     spdlog::warn(
         "stopped by signal {} before the first step; nothing to save (continue with --resume, "
@@ -462,8 +459,8 @@ int Trainer::train() {
     write_eval(r);
   }
   if (step_ > first_step)
-    spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}",
-                 step_ - first_step, format_duration(session_seconds), tokens_seen_,
+    spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}", step_ - first_step,
+                 format_duration(session_seconds), tokens_seen_,
                  peak_memory_mb(cuda, cuda ? device_.index() : 0),
                  cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
   save_final();

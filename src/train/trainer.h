@@ -105,8 +105,8 @@ class Trainer {
   std::unique_ptr<StopSignalScope> signals_;  // from the start of setup to cleanup
   RunDirLock lock_;
   std::optional<std::filesystem::path> resume_checkpoint_;
-  TrainerState resume_state_;  // its trainer_state.json
-  bool run_complete_ = false;  // resumed at max_steps with an intact final/: nothing to do
+  TrainerState resume_state_;     // its trainer_state.json
+  bool run_complete_ = false;     // resumed at max_steps with an intact final/: nothing to do
   int64_t last_saved_step_ = -1;  // step of the newest checkpoint written or resumed from
 
   std::optional<tokenizer::Tokenizer> tokenizer_;

@@ -17,13 +17,13 @@ inline constexpr const char* kTrainerStateFile = "trainer_state.json";
 inline constexpr const char* kTrainerStateFormat = "qlora-train trainer state 1";
 
 struct TrainerState {
-  int64_t step = 0;            // optimizer steps done, >= 0
-  int64_t tokens_seen = 0;     // non-padding input tokens over the run, >= 0
-  double train_seconds = 0;    // wall time of optimizer steps over the run, finite, >= 0
+  int64_t step = 0;          // optimizer steps done, >= 0
+  int64_t tokens_seen = 0;   // non-padding input tokens over the run, >= 0
+  double train_seconds = 0;  // wall time of optimizer steps over the run, finite, >= 0
   data::DataCursor data_cursor;
-  nlohmann::json optimizer;    // object; its content is checked by the optimizer's load_state
-  nlohmann::json config;       // the effective config (config_to_json), an object
-  std::string config_hash;     // resume_config_hash(config) when written
+  nlohmann::json optimizer;  // object; its content is checked by the optimizer's load_state
+  nlohmann::json config;     // the effective config (config_to_json), an object
+  std::string config_hash;   // resume_config_hash(config) when written
 };
 
 // Reads and checks `file`. UserError "<file>: <field> ..." for a missing, mistyped or

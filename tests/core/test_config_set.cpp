@@ -104,8 +104,8 @@ TEST_CASE("config --set: into a file section that is not an object names the fil
 // written back as JSON; it was a raw nlohmann error (exit 1) or a crash at config.json.
 TEST_CASE("config --set: a value that is not valid UTF-8 is refused naming the key", "[config]") {
   for (const std::string set : {"model.path=data/\xba", "quantization.type=nf\xba"}) {
-    REQUIRE_THROWS_WITH(load_with("set_utf8.json", R"({"model": {"path": "m"}})", {set}),
-                        Contains("--set " + set.substr(0, set.find('='))) &&
-                            Contains("not valid UTF-8"));
+    REQUIRE_THROWS_WITH(
+        load_with("set_utf8.json", R"({"model": {"path": "m"}})", {set}),
+        Contains("--set " + set.substr(0, set.find('='))) && Contains("not valid UTF-8"));
   }
 }

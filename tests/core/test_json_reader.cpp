@@ -12,9 +12,9 @@
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
 #include "model/llama_config.h"
+#include "test_paths.h"
 #include "train/run_checkpoint.h"
 #include "train/trainer_state.h"
-#include "test_paths.h"
 
 using Catch::Matchers::Contains;
 using qlt::JsonError;
@@ -60,8 +60,7 @@ TEST_CASE("json reader: nesting up to the limit is read, deeper is refused with 
   CHECK_THAT(parse_error(objects_deep), Contains("nested deeper"));
 }
 
-TEST_CASE("json reader: a key twice in one object is refused, naming key and object",
-          "[json]") {
+TEST_CASE("json reader: a key twice in one object is refused, naming key and object", "[json]") {
   CHECK_THAT(parse_error(R"({"lr": 1, "lr": 2})"),
              Contains("key \"lr\" appears twice in the top-level object"));
   CHECK_THAT(parse_error(R"({"optimizer": {"lr": 1, "beta1": 0.9, "lr": 2}})"),

@@ -110,9 +110,9 @@ TEST_CASE("a damaged final/ is refused by eval and rewritten by --resume",
   const fs::path run = tmp / "run";
   qlt::test::copy_tree(ref.run, run);
   qlt::test::flip_a_bit(run / "final/adapter_model.safetensors");
-  const RunResult eval = qlt::test::run_qlora_train(
-      "eval --config '" + ref.scratch.config.string() + "' --checkpoint '" +
-      (run / "final").string() + "'");
+  const RunResult eval =
+      qlt::test::run_qlora_train("eval --config '" + ref.scratch.config.string() +
+                                 "' --checkpoint '" + (run / "final").string() + "'");
   qlt::test::check_bad_input(eval, {"final", "adapter_model.safetensors", "SHA-1", "--resume"});
   const RunResult resumed = ref.scratch.train(run, "--resume");
   INFO("stderr: " << resumed.err);

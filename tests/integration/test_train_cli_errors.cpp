@@ -135,12 +135,24 @@ TEST_CASE("train refuses to resume with a config that changes the training",
        "\""});
 }
 
-TEST_CASE("train refuses --resume when max_steps is already reached", "[integration][train]") {
+TEST_CASE("train refuses --resume from a checkpoint beyond max_steps", "[integration][train]") {
   const auto& base = two_step_run();
-  qlt::test::check_bad_input(
-      resume_from(base.checkpoint(2), "--set training.max_steps=2"),
-      {base.checkpoint(2).string(), "is at step 2, and training.max_steps is 2",
-       "raise training.max_steps"});
+  qlt::test::check_bad_input(resume_from(base.checkpoint(2), "--set training.max_steps=1"),
+                             {base.checkpoint(2).string(), "is at step 2",
+                              "beyond training.max_steps 1", "raise training.max_steps"});
+}
+
+TEST_CASE("--resume from a checkpoint at max_steps writes final/ and trains nothing",
+          "[integration][train]") {
+  const auto& base = two_step_run();
+  qlt::test::TempDir out;
+  const auto r = base.scratch.train(
+      out / "run", "--resume '" + base.checkpoint(2).string() + "' --set training.max_steps=2");
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("writing final/"));
+  CHECK_THAT(r.err, !Catch::Matchers::Contains("step 3"));
+  CHECK(fs::exists(out / "run/final/DONE"));
 }
 
 TEST_CASE("train refuses a training set with a malformed line or nothing to train",
