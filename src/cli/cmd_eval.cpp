@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <climits>
 #include <memory>
 
 #include "cli/command.h"
@@ -32,6 +33,19 @@ struct EvalArgs {
 // The adapter folder of --checkpoint: a PEFT folder (final/, or any PEFT LoRA adapter) or a
 // training checkpoint (its adapter/ subfolder, after checking it is complete).
 std::filesystem::path adapter_folder(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  constexpr const char* kWant =
+      "give a PEFT adapter folder (e.g. <run>/final) or a training checkpoint folder "
+      "(<run>/checkpoint-000100)";
+  std::error_code ec;
+  const fs::file_status status = fs::status(dir, ec);
+  if (ec == std::errc::filename_too_long)
+    user_error("--checkpoint: {}; {}", path_too_long("the path", dir.native()), kWant);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    user_error("--checkpoint {}: cannot be read ({}); {}", dir.string(), ec.message(), kWant);
+  if (!fs::exists(status)) user_error("--checkpoint {}: does not exist; {}", dir.string(), kWant);
+  if (!fs::is_directory(status))
+    user_error("--checkpoint {}: is a file, not a folder; {}", dir.string(), kWant);
   if (std::filesystem::exists(dir / exporter::kPeftConfigFile)) return dir;
   if (std::filesystem::exists(dir / train::kCheckpointAdapterDir / exporter::kPeftConfigFile)) {
     const std::string problem = train::checkpoint_problem(dir);
@@ -42,6 +56,21 @@ std::filesystem::path adapter_folder(const std::filesystem::path& dir) {
       "--checkpoint {}: neither a PEFT adapter folder (adapter_config.json) nor a training "
       "checkpoint (adapter/adapter_config.json)",
       dir.string());
+}
+
+// Refuses a --dump-logits path that cannot be written before any work is done: too long, or
+// in a folder that does not exist.
+void check_output_file(const std::filesystem::path& file) {
+  namespace fs = std::filesystem;
+  if (file.native().size() >= PATH_MAX)
+    user_error("--dump-logits: {}; choose a shorter path",
+               path_too_long("the path", file.native()));
+  const fs::path folder = file.parent_path().empty() ? fs::path(".") : file.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) {
+    user_error("--dump-logits {}: the folder {} does not exist{}; create it first", file.string(),
+               folder.string(), ec ? fmt::format(" ({})", ec.message()) : "");
+  }
 }
 
 // Writes input_ids [B, T] int64 and logits [B, T, vocab] fp32 of the first eval batch, so
@@ -56,6 +85,7 @@ void dump_first_batch_logits(const model::LlamaModel& model, const at::Tensor& i
 
 int run_eval(const EvalArgs& args) {
   TrainConfig cfg = load_config(args.config.config_path, args.config.overrides);
+  if (!args.dump_logits.empty()) check_output_file(args.dump_logits);
   if (cfg.data.eval.empty()) {
     user_error("{}: data.eval is empty; set it to a JSONL file to evaluate on",
                args.config.config_path);
@@ -64,8 +94,10 @@ int run_eval(const EvalArgs& args) {
   const at::Device device = resolve_device(cfg.training.device);
   const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
 
-  auto model = model::load_llama(cfg.model.path, dtype, device, nf4_options(cfg));
+  // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
   auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
+  auto model = model::load_llama(cfg.model.path, dtype, device, nf4_options(cfg),
+                                 cfg.model.allow_non_finite);
   if (tokenizer.vocab_size() > model.config.vocab_size) {
     user_error(
         "{}/tokenizer.model has {} tokens but config.json's vocab_size is {}: the tokenizer "

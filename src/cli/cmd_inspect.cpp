@@ -52,7 +52,7 @@ int64_t print_nf4_plan(const io::SafetensorsCheckpoint& checkpoint, const model:
   for (const auto& e : model::expected_llama_tensors(c)) {
     if (!model::is_decoder_linear(e.name)) continue;
     auto w = checkpoint.tensor(e.name);
-    auto q = quant::quantize_nf4(w, nf4);
+    auto q = quant::quantize_nf4(w, nf4, e.name);
     auto w32 = w.to(at::kFloat);
     const double err = (quant::dequantize_nf4(q, at::kFloat) - w32).pow(2).sum().item<double>();
     const int64_t layer = std::stoll(e.name.substr(std::string("model.layers.").size()));
@@ -106,10 +106,11 @@ int64_t print_stored_nf4(const io::SafetensorsCheckpoint& checkpoint, const mode
 int run_inspect(const ConfigArgs& args) {
   TrainConfig cfg = load_config(args.config_path, args.overrides);
   const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
+  // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
+  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
   auto c = model::read_llama_config(cfg.model.path);
   auto checkpoint = io::SafetensorsCheckpoint::open(cfg.model.path);
   model::check_llama_tensors(checkpoint, c);
-  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
 
   std::string rope = c.rope_scaling.llama3
                          ? fmt::format("llama3 (factor {}, low {}, high {}, original context {})",

@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "export/hf_bnb_nf4.h"
+#include "tokenizer/tokenizer.h"
 
 namespace qlt::cli {
 namespace {
@@ -32,6 +33,7 @@ int run_quantize(const QuantizeArgs& args) {
   }
   set_cpu_threads(cfg.training.threads);
   parse_compute_dtype(cfg.model.compute_dtype);  // validates it before any work
+  tokenizer::check_model_folder(cfg.model.path);
   exporter::BnbNf4ExportOptions options{*nf4, cfg.model.compute_dtype,
                                         resolve_device(cfg.training.device), args.overwrite};
   const auto start = std::chrono::steady_clock::now();

@@ -172,6 +172,8 @@ json parse_json(std::string_view text, std::string_view origin, int max_depth) {
 std::string read_text_file(const fs::path& file, std::string_view open_hint) {
   std::error_code ec;
   const auto status = fs::status(file, ec);
+  if (ec == std::errc::filename_too_long)
+    user_error("{}{}", path_too_long("the path", file.native()), open_hint);
   if (ec && ec != std::errc::no_such_file_or_directory)
     user_error("{}: cannot read ({}){}", file.string(), ec.message(), open_hint);
   if (!fs::exists(status)) user_error("{} does not exist{}", file.string(), open_hint);

@@ -19,6 +19,9 @@ namespace {
 void check_dataset_file(const fs::path& file) {
   std::error_code ec;
   const auto status = fs::status(file, ec);
+  if (ec == std::errc::filename_too_long)
+    user_error("dataset: {}; check data.train / data.eval in the config",
+               path_too_long("the path", file.native()));
   if (ec && ec != std::errc::no_such_file_or_directory)
     user_error("dataset {}: cannot be read ({}); check data.train / data.eval in the config",
                file.string(), ec.message());

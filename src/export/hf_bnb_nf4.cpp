@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "core/errors.h"
+#include "core/json_reader.h"
 #include "io/atomic_dir.h"
 #include "io/atomic_file.h"
-#include "core/json_reader.h"
 #include "io/safetensors.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
@@ -48,8 +48,8 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
           checkpoint.file_of(e.name).string(), e.name);
     }
   }
-  nlohmann::json config_json = read_json_file(
-      model_dir / "config.json", " (is model.path a Hugging Face model directory?)");
+  nlohmann::json config_json =
+      read_json_file(model_dir / "config.json", " (is model.path a Hugging Face model directory?)");
   if (config_json.contains("quantization_config")) {
     user_error(
         "{}: the model already has a quantization_config; `quantize` needs a full-precision model",
@@ -75,7 +75,7 @@ BnbNf4ExportSummary write_bnb_nf4_model(const fs::path& model_dir, const fs::pat
       user_error("{}: tensor {} has dtype {}, expected a floating-point weight to quantize",
                  checkpoint.file_of(e.name).string(), e.name, checkpoint.info(e.name).dtype);
     }
-    const quant::Nf4Tensor q = quant::quantize_nf4(stored.to(options.device), options.nf4);
+    const quant::Nf4Tensor q = quant::quantize_nf4(stored.to(options.device), options.nf4, e.name);
     summary.quantized_weights += 1;
     summary.quantized_params += q.numel();
     summary.quantized_bytes += q.storage_bytes();

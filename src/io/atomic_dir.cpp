@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "core/errors.h"
+#include "io/atomic_file.h"
 
 namespace qlt::io {
 namespace fs = std::filesystem;
@@ -72,9 +73,8 @@ AtomicDir::AtomicDir(fs::path final_path, bool overwrite)
   const fs::path tried = temp_path_;
   temp_path_.clear();
   const bool missing = err == ENOENT || err == ENOTDIR;
-  user_error("cannot write {}: cannot create the folder {}: {}{}", final_path_.string(),
-             tried.string(), std::strerror(err),
-             missing ? " (create the parent folder first)" : "");
+  throw_write_error(final_path_, "cannot create the folder " + tried.string(), err,
+                    missing ? " (create the parent folder first)" : "");
 }
 
 AtomicDir::~AtomicDir() {
@@ -94,8 +94,7 @@ void AtomicDir::commit() {
                final_path_.string());
   const auto fail = [&](const std::string& what, int err) {
     discard();
-    user_error("cannot write {}: {} failed: {}{}", final_path_.string(), what, std::strerror(err),
-               err == ENOSPC ? " (the disk is full)" : "");
+    throw_write_error(final_path_, what + " failed", err);
   };
 
   // 1. Everything written so far reaches the disk before the folder becomes visible.

@@ -28,6 +28,41 @@ std::filesystem::path temp_name_for(const std::filesystem::path& path) {
 
 }  // namespace
 
+void throw_write_error(const std::filesystem::path& target, const std::string& what, int err,
+                       const std::string& hint) {
+  if (err == ENAMETOOLONG) {
+    user_error("cannot write: {}; choose a shorter path",
+               path_too_long("the path", target.native()));
+  }
+  if (is_user_path_errno(err)) {
+    user_error("cannot write {}: {}: {}{}", target.string(), what, std::strerror(err), hint);
+  }
+  const std::string folder = folder_of(target).string();
+  std::string todo;
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+      todo = fmt::format("free space on the device holding {} (or raise the quota)", folder);
+      break;
+    case EFBIG:
+      todo =
+          "the file would exceed the file size limit of this process (`ulimit -f`) or of "
+          "the file system; raise the limit or write elsewhere";
+      break;
+    case EIO:
+      todo = fmt::format("the device holding {} reported an I/O error; check it", folder);
+      break;
+    default:
+      todo = "check the machine (memory, open files, the device)";
+      break;
+  }
+  runtime_error(
+      "cannot write {}: {}: {}; {}, then run the command again (a training run "
+      "continues from its last complete checkpoint with --resume); nothing was written in its "
+      "place",
+      target.string(), what, std::strerror(err), todo);
+}
+
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
   if (path_.filename().empty())
     user_error("cannot write {}: the path names a folder", path_.string());
@@ -40,9 +75,8 @@ AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
   if (fd_ < 0) {
     const int err = errno;
     const bool missing = err == ENOENT || err == ENOTDIR;
-    user_error("cannot write {}: cannot create a file in {}: {}{}", path_.string(),
-               folder_of(path_).string(), std::strerror(err),
-               missing ? " (create the folder first)" : "");
+    throw_write_error(path_, "cannot create a file in " + folder_of(path_).string(), err,
+                      missing ? " (create the folder first)" : "");
   }
 }
 
@@ -59,8 +93,7 @@ void AtomicFile::discard() noexcept {
 
 void AtomicFile::fail(const char* what, int err) {
   discard();
-  user_error("cannot write {}: {} failed: {}{}", path_.string(), what, std::strerror(err),
-             err == ENOSPC ? " (the disk is full)" : "");
+  throw_write_error(path_, std::string(what) + " failed", err);
 }
 
 void AtomicFile::write(const void* data, size_t size) {

@@ -6,8 +6,13 @@
 // If anything fails before the rename, the temporary file is removed and the target is
 // untouched. Usage:
 //   AtomicFile out(path);            // UserError if the folder is missing / not writable
-//   out.write(bytes, n); ...         // UserError on a failed write (disk full, ...)
+//   out.write(bytes, n); ...         // RuntimeError on a full disk, UserError on a bad path
 //   out.commit();                    // without commit, the destructor discards everything
+//
+// Failures are classed by errno (is_user_path_errno in core/errors.h): a path the user can fix
+// (missing folder, no permission, read-only file system) is a UserError (exit 2); a full disk
+// or quota, an I/O error or a file size limit is a RuntimeError (exit 1) that names the file
+// and says to free space and run again.
 #pragma once
 
 #include <cstddef>
@@ -16,8 +21,15 @@
 
 namespace qlt::io {
 
-// The whole of `bytes` as `path`, by the recipe above (UserError on failure).
+// The whole of `bytes` as `path`, by the recipe above (UserError / RuntimeError on failure).
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
+
+// Throws the error for writing `target` when `what` ("write failed", "cannot create the folder
+// X", ...) failed with `err`: a RuntimeError with what to do for a failure of the machine (disk
+// full, quota, I/O error, file size limit), else a UserError. `hint` (may be empty) is added to a
+// UserError.
+[[noreturn]] void throw_write_error(const std::filesystem::path& target, const std::string& what,
+                                    int err, const std::string& hint = "");
 
 class AtomicFile {
  public:

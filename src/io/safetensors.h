@@ -101,7 +101,8 @@ at::ScalarType scalar_type_of(const std::string& safetensors_dtype);
 // A reader never sees a half-written file, and on failure an existing file is untouched.
 // The header is padded so the data buffer starts 8-byte aligned; tensors are packed without
 // gaps, so a tensor is aligned when the bytes before it are (else the reader copies it).
-// Throws UserError on duplicate names, an unsupported dtype, or an unwritable path.
+// Throws UserError on duplicate names, an unsupported dtype, or an unwritable path;
+// RuntimeError when the disk or quota is full or the device fails (io/atomic_file.h).
 void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "core/errors.h"
+#include "io/safetensors.h"
 #include "nf4_layout.h"
 #include "quant/nf4_cuda.h"
 
@@ -36,12 +37,43 @@ const uint8_t* nested_lut() {
   return lut.data();
 }
 
+bool is_nf4_float(at::ScalarType s) {
+  return s == at::kFloat || s == at::kBFloat16 || s == at::kHalf;
+}
+
 void check_float_input(const at::Tensor& t, const char* op) {
   const auto s = t.scalar_type();
-  if (s != at::kFloat && s != at::kBFloat16 && s != at::kHalf) {
+  if (!is_nf4_float(s)) {
     user_error("{}: dtype {} is not supported; use float32, bfloat16 or float16", op,
                c10::toString(s));
   }
+}
+
+// The weight to quantize must be fp32/bf16/fp16; says which tensor and what to do otherwise.
+void check_quantize_input(const at::Tensor& weight, std::string_view tensor_name) {
+  const auto s = weight.scalar_type();
+  if (is_nf4_float(s)) return;
+  std::string dtype;  // as a safetensors header spells it (F64, I8, BOOL), else LibTorch's name
+  try {
+    dtype = io::safetensors_dtype(s);
+  } catch (const UserError&) {
+    dtype = c10::toString(s);
+  }
+  const std::string what =
+      tensor_name.empty() ? std::string() : fmt::format("tensor {}: ", tensor_name);
+  if (at::isFloatingType(s)) {
+    user_error(
+        "{}dtype {} is not supported for NF4 quantization (it quantizes float32, bfloat16 and "
+        "float16 weights); convert the checkpoint to bfloat16 or float32 (e.g. save it again "
+        "with torch_dtype=torch.bfloat16), or set quantization.type to \"none\" (the weight is "
+        "then converted to model.compute_dtype)",
+        what, dtype);
+  }
+  user_error(
+      "{}dtype {} is not supported for NF4 quantization (it quantizes float32, bfloat16 and "
+      "float16 weights); model.path must hold the full-precision weights (a model quantized in "
+      "another format cannot be quantized again)",
+      what, dtype);
 }
 
 // absmax - offset quantized in blocks of 256 with the dynamic map through the lookup table.
@@ -113,8 +145,9 @@ void check_nf4_block_size(int64_t block_size, const std::string& what) {
   }
 }
 
-Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options) {
-  check_float_input(weight, "nf4 quantize");
+Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options,
+                       std::string_view tensor_name) {
+  check_quantize_input(weight, tensor_name);
   check_nf4_block_size(options.block_size, "nf4 quantize");
   if (weight.is_cuda()) return quantize_nf4_cuda(weight, options);
   TORCH_CHECK(weight.device().is_cpu(), "nf4 quantize: no implementation for device ",

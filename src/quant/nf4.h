@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qlt::quant {
@@ -40,8 +41,10 @@ struct Nf4Tensor {
 // Checks block_size; UserError naming `what` (a JSON key or tensor) otherwise.
 void check_nf4_block_size(int64_t block_size, const std::string& what);
 
-// Quantizes a bf16/fp16/fp32 tensor of any shape (flattened row-major).
-Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options = {});
+// Quantizes a bf16/fp16/fp32 tensor of any shape (flattened row-major). Another dtype is a
+// UserError naming `tensor_name` (when given) and saying what to do.
+Nf4Tensor quantize_nf4(const at::Tensor& weight, const Nf4Options& options = {},
+                       std::string_view tensor_name = {});
 
 // Per-block absmax restored to fp32 [n_blocks] (undoes double quantization when present).
 at::Tensor nf4_absmax_fp32(const Nf4Tensor& q);

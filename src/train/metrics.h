@@ -16,12 +16,14 @@
 #include <string>
 #include <utility>
 
+#include "core/errors.h"
+
 namespace qlt::train {
 
 // A failed append (disk full, I/O error): the run must stop, not go on with a silent gap.
-class MetricsWriteError : public std::runtime_error {
+class MetricsWriteError : public RuntimeError {
  public:
-  using std::runtime_error::runtime_error;
+  using RuntimeError::RuntimeError;
 };
 
 class MetricsLog {

@@ -53,7 +53,9 @@ void write_checkpoint_folder(const fs::path& final_dir,
 
 std::string checkpoint_problem(const fs::path& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return "not a folder";
+  if (!fs::is_directory(dir, ec))
+    return ec == std::errc::filename_too_long ? path_too_long("the path", dir.native())
+                                              : std::string("not a folder");
   if (!fs::exists(dir / kDoneFile, ec)) return "no DONE marker (its write was interrupted)";
   return io::folder_manifest_problem(dir, kDoneFile);
 }

@@ -61,6 +61,14 @@ std::string describe_process(pid_t pid) {
 RunDirLock RunDirLock::acquire(const fs::path& run_dir) {
   std::error_code ec;
   fs::create_directories(run_dir, ec);
+  if (ec == std::errc::filename_too_long)
+    user_error("checkpoint.output_dir: {}; choose a shorter path",
+               path_too_long("the path", run_dir.native()));
+  if (ec && !is_user_path_errno(ec.value()))
+    runtime_error(
+        "checkpoint.output_dir {}: cannot create the run folder: {}; free space on its device "
+        "(or check it), then run again",
+        run_dir.string(), ec.message());
   if (ec || !fs::is_directory(run_dir))
     user_error(
         "checkpoint.output_dir {}: cannot create the run folder ({}); choose a path you can "

@@ -298,7 +298,7 @@ void Trainer::write_metrics(const nlohmann::ordered_json& record) {
       saved = step_ == 0 ? "nothing was trained yet"
                          : fmt::format("the state at step {} was already saved", step_);
     }
-    throw std::runtime_error(fmt::format(
+    throw RuntimeError(fmt::format(
         "{}; training stopped: {}. Free space (or fix the file system) and continue with "
         "--resume",
         e.what(), saved));

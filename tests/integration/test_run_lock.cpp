@@ -70,7 +70,7 @@ struct LongRun {
 
 }  // namespace
 
-TEST_CASE("--resume while the run still trains is refused naming the holder's pid",
+TEST_CASE("train --resume while the run still trains is refused naming the holder's pid",
           "[integration][train][lock]") {
   LongRun first;
   const RunResult second = first.scratch.train(first.run, "--resume");

@@ -142,7 +142,7 @@ TEST_CASE("train refuses --resume from a checkpoint beyond max_steps", "[integra
                               "beyond training.max_steps 1", "raise training.max_steps"});
 }
 
-TEST_CASE("--resume from a checkpoint at max_steps writes final/ and trains nothing",
+TEST_CASE("train --resume from a checkpoint at max_steps writes final/ and trains nothing",
           "[integration][train]") {
   const auto& base = two_step_run();
   qlt::test::TempDir out;
@@ -203,7 +203,12 @@ TEST_CASE("train stops on a non-finite loss without writing, naming the last goo
     qlt::io::save_safetensors(weights, tensors);
   }
   const fs::path last_good = run / "checkpoint-000002";
-  const auto r = scratch.train(run, model_set + "--resume --set training.max_steps=4");
+  // Loading refuses the damaged weight, naming it, and leaves the run as it was...
+  qlt::test::check_bad_input(scratch.train(run, model_set + "--resume --set training.max_steps=4"),
+                             {"model.norm.weight", "NaN/Inf", "model.allow_non_finite"});
+  // ... unless the user opts out: then the loss itself becomes NaN and the run stops.
+  const auto r = scratch.train(
+      run, model_set + "--resume --set training.max_steps=4 --set model.allow_non_finite=true");
   INFO("stderr: " << r.err);
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("step 3: the loss is nan"));

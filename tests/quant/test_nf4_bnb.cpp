@@ -100,7 +100,7 @@ TEST_CASE("NF4 rejects unsupported block sizes and dtypes", "[nf4][errors]") {
                         Contains("NF4 block size " + std::to_string(bad) + " is not supported"));
   }
   REQUIRE_THROWS_WITH(qlt::quant::quantize_nf4(at::ones({64}, at::kInt)),
-                      Contains("dtype Int is not supported"));
+                      Contains("dtype I32 is not supported for NF4 quantization"));
 }
 
 TEST_CASE("NF4 all-zero blocks decode to exact zeros", "[nf4]") {
