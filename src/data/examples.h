@@ -21,21 +21,6 @@ struct ExampleSet {
   int64_t trained_tokens = 0;     // sum over kept examples
 };
 
-// The first min(max_tokens, N) ids of `text`'s N tokens, as tokenizer.encode(text) (`fresh`:
-// at the start of a string, with the dummy prefix) or encode_continuation(text) would give them,
-// tokenizing only a prefix of `text` of about 8 bytes per token (see examples.cpp).
-std::vector<int64_t> encode_first_tokens(const tokenizer::Tokenizer& tokenizer,
-                                         const std::string& text, bool fresh, size_t max_tokens);
-
-// tokenize_segments(tokenizer, segments) cut to its first `max_tokens` tokens, with bounded
-// work: segments after the budget are not tokenized, and a long segment only on a prefix of
-// its text (encode_first_tokens). `truncated` is set to whether the whole would have more than
-// max_tokens tokens. The ids and labels equal those of the whole, cut; the tests check it on
-// every example of the bundled datasets.
-Example tokenize_truncated(const tokenizer::Tokenizer& tokenizer,
-                           const std::vector<Segment>& segments, size_t max_tokens,
-                           bool& truncated);
-
 // Reads `file` (one JSON object per line; formats in data_options.h). An example longer
 // than options.max_seq_len keeps its first max_seq_len tokens (the end is cut, as Hugging
 // Face's default truncation_side "right"), and the text past them is not tokenized at all

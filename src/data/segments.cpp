@@ -33,10 +33,75 @@ std::vector<int64_t> encode_continuation(const tokenizer::Tokenizer& tokenizer,
   return ids;
 }
 
-Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
-                          const std::vector<Segment>& segments) {
+namespace {
+
+// Bounded tokenization (encode_first_tokens). A prefix of about kBytesPerToken bytes per wanted
+// token (+ kSlackBytes) is tokenized; if it yields at least kMarginTokens more tokens than
+// wanted, its first tokens are kept, else the prefix is doubled (at worst up to the whole
+// text). A token covers at least one byte of text, so the work per call stays within a few
+// times the bytes the wanted tokens span.
+//
+// Why the kept tokens are exactly those of the whole text: SentencePiece (BPE and unigram)
+// picks tokens among the vocabulary's pieces, and with split_by_whitespace (LLaMA's
+// tokenizers and the bundled one) no piece holds a space ("▁") after another character: a
+// piece is "▁word", "word" or all spaces. So no token crosses a point where a space follows
+// a non-space, and the tokens before such a point do not depend on the text after it (byte
+// fallback and identity normalization act character by character). The prefix is cut at
+// such a word boundary when the last half of it holds one; then the tokens of the prefix are
+// exactly the first tokens of the whole. Only text without a space near the cut (a long URL,
+// base64, languages written without spaces) is cut inside a word, at a UTF-8 character
+// boundary: there the last tokens of the prefix may differ from those of the whole (merges
+// across the cut are missing). The difference starts at the cut and spreads back only as far
+// as a chain of competing merges reaches, in practice a token or two, so the kMarginTokens
+// tokens kept away from the cut absorb it. That part is not a proof (a contrived vocabulary
+// could chain merges further back); tests/data/test_bounded_tokenize.cpp checks it on
+// space-free text (ASCII and multi-byte) as well as on every example of the bundled datasets.
+constexpr size_t kBytesPerToken = 8;
+constexpr size_t kSlackBytes = 256;
+constexpr size_t kMarginTokens = 8;
+
+// Where to cut `text` (longer than `target` bytes) for a prefix of at most `target` bytes:
+// just before a space that follows a non-space, the last one in (target/2, target]; else at
+// the start of the UTF-8 character that holds byte `target`.
+size_t prefix_cut(const std::string& text, size_t target) {
+  for (size_t i = target; i > target / 2; --i) {
+    if (text[i] == ' ' && text[i - 1] != ' ') return i;
+  }
+  size_t i = target;
+  while (i > target / 2 && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) --i;
+  return i;
+}
+
+}  // namespace
+
+std::vector<int64_t> encode_first_tokens(const tokenizer::Tokenizer& tokenizer,
+                                         const std::string& text, bool fresh, size_t max_tokens) {
+  const auto encode = [&](const std::string& piece) {
+    return fresh ? tokenizer.encode(piece, /*add_bos=*/false)
+                 : encode_continuation(tokenizer, piece);
+  };
+  if (max_tokens == 0) return {};
+  if (max_tokens == kNoTokenLimit) return encode(text);  // (no overflow in the loop below)
+  for (size_t target = kBytesPerToken * max_tokens + kSlackBytes;; target *= 2) {
+    if (target >= text.size()) {
+      auto ids = encode(text);
+      if (ids.size() > max_tokens) ids.resize(max_tokens);
+      return ids;
+    }
+    auto ids = encode(text.substr(0, prefix_cut(text, target)));
+    if (ids.size() >= max_tokens + kMarginTokens) {
+      ids.resize(max_tokens);
+      return ids;
+    }
+  }
+}
+
+Example tokenize_truncated(const tokenizer::Tokenizer& tokenizer,
+                           const std::vector<Segment>& segments, size_t max_tokens,
+                           bool& truncated) {
   // Adjacent text segments with the same label choice are joined first: fewer boundaries,
-  // so the ids stay as close as possible to those of the whole string.
+  // so the ids stay as close as possible to those of the whole string. The dummy prefix
+  // applies to text at the start or right after BOS.
   std::vector<Segment> merged;
   for (const auto& seg : segments) {
     if (seg.kind == Segment::Kind::kText && !merged.empty() &&
@@ -47,11 +112,15 @@ Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
     }
   }
   Example ex;
-  bool fresh = true;  // at the start of a string: SentencePiece's dummy prefix applies
+  truncated = false;
+  bool fresh = true;
   for (const auto& seg : merged) {
+    // One token more than there is room for tells whether the whole is longer than the budget
+    // (a text segment that yields no token at all does not make the example longer).
+    const size_t room = max_tokens - ex.ids.size();
     std::vector<int64_t> ids;
     switch (seg.kind) {
-      case Segment::Kind::kBos:  // a model without BOS / EOS (id -1) just has none
+      case Segment::Kind::kBos:
         if (tokenizer.bos_id() >= 0) ids = {tokenizer.bos_id()};
         fresh = true;
         break;
@@ -61,17 +130,28 @@ Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
         break;
       case Segment::Kind::kText:
         if (seg.text.empty()) continue;
-        ids = fresh ? tokenizer.encode(seg.text, /*add_bos=*/false)
-                    : encode_continuation(tokenizer, seg.text);
+        ids = encode_first_tokens(tokenizer, seg.text, fresh,
+                                  room == kNoTokenLimit ? room : room + 1);
         fresh = false;
         break;
+    }
+    if (ids.size() > room) {
+      truncated = true;
+      ids.resize(room);
     }
     ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
     ex.labels.insert(ex.labels.end(), ids.size(), model::kIgnoreIndex);
     if (seg.trained) std::copy(ids.begin(), ids.end(), ex.labels.end() - ids.size());
+    if (truncated) break;
   }
   if (!ex.labels.empty()) ex.labels[0] = model::kIgnoreIndex;
   return ex;
+}
+
+Example tokenize_segments(const tokenizer::Tokenizer& tokenizer,
+                          const std::vector<Segment>& segments) {
+  bool truncated = false;
+  return tokenize_truncated(tokenizer, segments, kNoTokenLimit, truncated);
 }
 
 namespace {

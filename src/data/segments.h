@@ -36,6 +36,24 @@ Segment text_segment(std::string text, bool trained);
 std::vector<int64_t> encode_continuation(const tokenizer::Tokenizer& tokenizer,
                                          const std::string& text);
 
+// The first min(max_tokens, N) ids of `text`'s N tokens, as tokenizer.encode(text) (`fresh`:
+// at the start of a string, with the dummy prefix) or encode_continuation(text) would give them,
+// tokenizing only a prefix of `text` of about 8 bytes per token (see segments.cpp).
+std::vector<int64_t> encode_first_tokens(const tokenizer::Tokenizer& tokenizer,
+                                         const std::string& text, bool fresh, size_t max_tokens);
+
+// tokenize_segments(tokenizer, segments) cut to its first `max_tokens` tokens, with bounded
+// work: segments after the budget are not tokenized, and a long segment only on a prefix of
+// its text (encode_first_tokens). `truncated` is set to whether the whole would have more than
+// max_tokens tokens. The ids and labels equal those of the whole, cut; the tests check it on
+// every example of the bundled datasets.
+Example tokenize_truncated(const tokenizer::Tokenizer& tokenizer,
+                           const std::vector<Segment>& segments, size_t max_tokens,
+                           bool& truncated);
+
+// No limit for tokenize_truncated: the whole example.
+inline constexpr size_t kNoTokenLimit = static_cast<size_t>(-1);
+
 // Tokenizes the segments in order (adjacent text segments with equal `trained` joined). A text
 // segment right after BOS (or first) is encoded with the dummy prefix, as a fresh string; any other
 // text segment with encode_continuation(). labels[0] is forced to kIgnoreIndex.
