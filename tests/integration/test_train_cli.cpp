@@ -332,7 +332,7 @@ TEST_CASE("train: activation checkpointing gives the same adapter bit for bit",
 }
 
 // The loss of a step is the mean over all its trained tokens, so splitting the same rows into
-// micro-batches changes nothing (here not even the last bit).
+// micro-batches changes nothing but float rounding (on some CPUs not even the last bit).
 TEST_CASE("train: gradient accumulation equals the larger micro-batch", "[integration][train]") {
   json config = qlt::test::tiny_train_config(/*with_eval=*/false);
   config["training"]["max_steps"] = 3;
@@ -352,7 +352,12 @@ TEST_CASE("train: gradient accumulation equals the larger micro-batch", "[integr
   const fs::path file_b = split / "final/adapter_model.safetensors";
   if (!qlt::test::same_bytes(file_a, file_b))
     WARN("max |difference| of the adapters: " << max_abs_difference(file_a, file_b));
-  CHECK(max_abs_difference(file_a, file_b) <= 1e-6);
+  // Bit-identical on some CPUs; where LibTorch picks other matmul kernels for 2 rows than for 4
+  // the float rounding of the forward differs (step-1 loss 6.80593040 vs 6.80593095 on a
+  // 2-core AMD EPYC with AVX-512, at 688e6a4 as now), and after 3 AdamW steps the adapters differ
+  // by 2.3e-6; a real accumulation bug (a micro-batch counted twice, a wrong divisor) moves them by
+  // more than lr = 1e-3.
+  CHECK(max_abs_difference(file_a, file_b) <= 1e-5);
   const auto ra = metrics_records(whole, "train"), rb = metrics_records(split, "train");
   REQUIRE(ra.size() == rb.size());
   for (size_t i = 0; i < ra.size(); ++i) {
