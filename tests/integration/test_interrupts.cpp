@@ -37,56 +37,69 @@ const Reference& reference() {
 
 bool killed(const RunResult& r) { return r.exit_code == 128 + 9 || r.exit_code == -1; }
 
+struct InterruptCase {
+  const char* point;
+  const char* signal;
+  int expect_exit;  // -9: killed
+};
+
+// Interrupts a run at `c.point` with `c.signal`, continues it with --resume, and checks it ends
+// as the uninterrupted reference run did.
+void interrupt_and_resume(const InterruptCase& c) {
+  const auto& ref = reference();
+  const fs::path run = ref.scratch.run(std::string("run-") + c.point + "-" + c.signal);
+  const RunResult first =
+      ref.scratch.train(run, "", std::string("QLT_FAULT_AT=") + c.point + ":" + c.signal);
+  INFO("first run stderr: " << first.err);
+  if (c.expect_exit == -9) {
+    CHECK(killed(first));
+  } else {
+    CHECK(first.exit_code == c.expect_exit);
+  }
+  const RunResult resumed = ref.scratch.train(run, "--resume");
+  INFO("resumed run stderr: " << resumed.err);
+  REQUIRE(resumed.exit_code == 0);
+  CHECK(qlt::test::same_bytes(run / "final/adapter_model.safetensors",
+                              ref.run / "final/adapter_model.safetensors"));
+  CHECK(fs::exists(run / "final/manifest.json"));
+  CHECK(fs::exists(run / "final/DONE"));
+  // One record per step and per eval, as in an uninterrupted run.
+  CHECK(qlt::test::record_steps(qlt::test::metrics_records(run, "train")) ==
+        std::vector<int64_t>{1, 2, 3});
+  CHECK(qlt::test::record_steps(qlt::test::metrics_records(run, "eval")) ==
+        std::vector<int64_t>{0, 3});
+  // No temporary folder or file is left behind.
+  for (const auto& name : qlt::test::entry_names(run))
+    CHECK(name.find(".tmp-") == std::string::npos);
+  // And once complete, --resume says so and changes nothing.
+  const RunResult again = ref.scratch.train(run, "--resume");
+  CHECK(again.exit_code == 0);
+  CHECK_THAT(again.err, Catch::Matchers::Contains("the run is complete"));
+}
+
 }  // namespace
 
-TEST_CASE("an interrupted run continues with --resume to the same final adapter",
+// Two test cases (signals that ask, the signal that kills) so that ctest runs them in parallel.
+TEST_CASE("a run stopped by SIGINT / SIGTERM in any phase continues with --resume",
           "[integration][train][interrupt]") {
-  struct Case {
-    const char* point;
-    const char* signal;
-    int expect_exit;  // -9: killed
-  };
-  // INT / TERM: the run stops at the next safe point, exit 130 (final_save: the run had
-  // finished its last step, so it completes, exit 0). KILL: the process dies on the spot.
-  const std::vector<Case> cases = {
-      {"setup", "INT", 130},      {"eval0", "INT", 130},      {"step", "TERM", 130},
-      {"save", "INT", 130},       {"last_step", "INT", 130},  {"final_eval", "INT", 130},
-      {"final_save", "INT", 0},   {"setup", "KILL", -9},      {"eval0", "KILL", -9},
-      {"step", "KILL", -9},       {"save", "KILL", -9},       {"last_step", "KILL", -9},
-      {"final_eval", "KILL", -9}, {"final_save", "KILL", -9},
-  };
-  const auto& ref = reference();
-  for (const auto& c : cases) {
-    DYNAMIC_SECTION(c.point << " " << c.signal) {
-      const fs::path run = ref.scratch.run(std::string("run-") + c.point + "-" + c.signal);
-      const RunResult first =
-          ref.scratch.train(run, "", std::string("QLT_FAULT_AT=") + c.point + ":" + c.signal);
-      INFO("first run stderr: " << first.err);
-      if (c.expect_exit == -9) {
-        CHECK(killed(first));
-      } else {
-        CHECK(first.exit_code == c.expect_exit);
-      }
-      const RunResult resumed = ref.scratch.train(run, "--resume");
-      INFO("resumed run stderr: " << resumed.err);
-      REQUIRE(resumed.exit_code == 0);
-      CHECK(qlt::test::same_bytes(run / "final/adapter_model.safetensors",
-                                  ref.run / "final/adapter_model.safetensors"));
-      CHECK(fs::exists(run / "final/manifest.json"));
-      CHECK(fs::exists(run / "final/DONE"));
-      // One record per step and per eval, as in an uninterrupted run.
-      CHECK(qlt::test::record_steps(qlt::test::metrics_records(run, "train")) ==
-            std::vector<int64_t>{1, 2, 3});
-      CHECK(qlt::test::record_steps(qlt::test::metrics_records(run, "eval")) ==
-            std::vector<int64_t>{0, 3});
-      // No temporary folder or file is left behind.
-      for (const auto& name : qlt::test::entry_names(run))
-        CHECK(name.find(".tmp-") == std::string::npos);
-      // And once complete, --resume says so and changes nothing.
-      const RunResult again = ref.scratch.train(run, "--resume");
-      CHECK(again.exit_code == 0);
-      CHECK_THAT(again.err, Catch::Matchers::Contains("the run is complete"));
-    }
+  // The run stops at the next safe point, exit 130 (final_save: the run had finished its last
+  // step, so it completes, exit 0).
+  for (const InterruptCase& c : std::vector<InterruptCase>{{"setup", "INT", 130},
+                                                           {"eval0", "INT", 130},
+                                                           {"step", "TERM", 130},
+                                                           {"save", "INT", 130},
+                                                           {"last_step", "INT", 130},
+                                                           {"final_eval", "INT", 130},
+                                                           {"final_save", "INT", 0}}) {
+    DYNAMIC_SECTION(c.point << " " << c.signal) { interrupt_and_resume(c); }
+  }
+}
+
+TEST_CASE("a run killed (SIGKILL) in any phase continues with --resume",
+          "[integration][train][interrupt]") {
+  for (const char* point :
+       {"setup", "eval0", "step", "save", "last_step", "final_eval", "final_save"}) {
+    DYNAMIC_SECTION(point << " KILL") { interrupt_and_resume({point, "KILL", -9}); }
   }
 }
 
