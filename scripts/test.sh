@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds, and runs every test with ctest. Extra arguments go to ctest
 # (e.g. scripts/test.sh -R safetensors). Then, unless QLT_SKIP_SANITIZE=1, builds the suite
-# with AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) and runs it again.
+# and the libFuzzer harnesses with clang, AddressSanitizer + UndefinedBehaviorSanitizer
+# (build-asan/, scripts/build-asan.sh), runs the suite again, and smoke-runs each fuzzer for
+# a few seconds (QLT_FUZZ_SECONDS, default 5; QLT_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -14,12 +16,14 @@ echo "== tests"
 ctest --test-dir build --output-on-failure -j "$jobs" "$@"
 
 if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
-  echo "== build with ASan + UBSan (build-asan/)"
-  # The kernels were compiled (nvcc, when present) by the plain build; not again here.
-  QLT_BUILD_DIR="$repo/build-asan" QLT_CMAKE_ARGS="-DQLT_SANITIZE=ON -DQLT_COMPILE_KERNELS=OFF" \
-    scripts/build.sh
+  echo "== build with clang, ASan + UBSan, and the fuzzers (build-asan/)"
+  QLT_BUILD_DIR="$repo/build-asan" scripts/build-asan.sh
   echo "== tests under ASan + UBSan"
   # shellcheck source=tests/sanitizer_env.sh
   source tests/sanitizer_env.sh
   ctest --test-dir build-asan --output-on-failure -j "$jobs" "$@"
+  if [[ ${QLT_SKIP_FUZZ:-0} != 1 ]]; then
+    echo "== fuzzers, smoke run"
+    scripts/fuzz.sh --no-build --build-dir build-asan --seconds "${QLT_FUZZ_SECONDS:-5}"
+  fi
 fi
