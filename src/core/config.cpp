@@ -322,9 +322,10 @@ json override_value(const ConfigKey& key, const std::string& text) {
   JsonError error;
   if (!try_parse_json(text, parsed, error)) {
     // Text that merely is not JSON is a string value; JSON that breaks our reader's limits
-    // (nesting, duplicate keys) is an error, not a string that happens to start with '['.
+    // (nesting, duplicate keys, a number beyond a double) is an error, not a string.
     if (error.message.find("appears twice") != std::string::npos ||
-        error.message.find("nested deeper") != std::string::npos)
+        error.message.find("nested deeper") != std::string::npos ||
+        error.message.find("number overflow") != std::string::npos)
       user_error("--set {}={}: {}", key.path, text.substr(0, 40), error.message);
     parsed = text;
   }

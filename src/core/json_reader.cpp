@@ -138,6 +138,17 @@ bool parse_bounded(std::string_view text, Json& out, JsonError& error, int max_d
         "key \"{}\" appears twice in {} (a JSON reader would silently keep one of them); "
         "remove one",
         d.key, d.path == "the top-level object" ? d.path : "the object at " + d.path);
+  } catch (const json::out_of_range& e) {
+    // 406: a number beyond a double ("1e309"); nlohmann names the number but no position.
+    std::string what = e.what();
+    if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+    const auto open = what.find('\''), close = what.rfind('\'');
+    if (open != std::string::npos && close > open + 1) {
+      if (const auto at = text.find(what.substr(open + 1, close - open - 1));
+          at != std::string_view::npos)
+        set_position(text, at, error);
+    }
+    error.message = what + "; numbers must lie within about +-1.8e308";
   } catch (const json::parse_error& e) {
     const std::string reason = parser_reason(e);
     // e.byte counts the bytes read when the error was found; the culprit is the one before.

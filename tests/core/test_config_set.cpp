@@ -109,3 +109,9 @@ TEST_CASE("config --set: a value that is not valid UTF-8 is refused naming the k
         Contains("--set " + set.substr(0, set.find('='))) && Contains("not valid UTF-8"));
   }
 }
+
+TEST_CASE("config --set: a number beyond a double is refused as such", "[config]") {
+  REQUIRE_THROWS_WITH(load_with("set_overflow.json", R"({"model": {"path": "m"}})",
+                                {"optimizer.lr=1e999"}),
+                      Contains("--set optimizer.lr") && Contains("number overflow"));
+}

@@ -90,6 +90,24 @@ TEST_CASE("json reader: syntax errors carry line, column and advice", "[json]") 
   REQUIRE_THROWS_AS(qlt::parse_json("{\"a\":1,\"a\":2}", "x"), qlt::UserError);
 }
 
+// Found by the fuzzers (tests/fuzz/regressions/*/json-number-overflow): nlohmann throws
+// out_of_range, not parse_error, for a number beyond a double; it escaped every reader (exit 1,
+// and checkpoint_problem threw).
+TEST_CASE("json reader: a number beyond a double is a parse error with its position", "[json]") {
+  nlohmann::json out;
+  JsonError error;
+  CHECK_FALSE(qlt::try_parse_json("{\n  \"lr\": 1e309}", out, error));
+  CHECK_THAT(error.message, Contains("number overflow") && Contains("1e309"));
+  CHECK(error.line == 2);
+  CHECK(error.column == 9);
+  REQUIRE_THROWS_AS(qlt::parse_json("[-2e308]", "x"), qlt::UserError);
+  TempDir dir;
+  std::filesystem::create_directories(dir / "ckpt");
+  write_bytes(dir / "ckpt/DONE", "");
+  write_bytes(dir / "ckpt/manifest.json", "2e308");
+  CHECK_THAT(qlt::train::checkpoint_problem(dir / "ckpt"), Contains("number overflow"));
+}
+
 TEST_CASE("json reader: files that are missing, folders or unreadable", "[json]") {
   TempDir dir;
   REQUIRE_THROWS_WITH(qlt::read_json_file(dir / "none.json", "; hint"),
