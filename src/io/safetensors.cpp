@@ -226,11 +226,11 @@ Json parse_header_json(const fs::path& path, const char* begin, const char* end)
   Json header;
   JsonError error;
   if (!try_parse_json(std::string_view(begin, static_cast<size_t>(end - begin)), header, error)) {
-    header_error(path, "",
-                 fmt::format("the header is not valid JSON ({}{})",
-                             error.line == 0 ? std::string()
-                                             : fmt::format("column {}: ", error.column),
-                             error.message));
+    header_error(
+        path, "",
+        fmt::format("the header is not valid JSON ({}{})",
+                    error.line == 0 ? std::string() : fmt::format("column {}: ", error.column),
+                    error.message));
   }
   if (!header.is_object()) {
     header_error(path, "",

@@ -174,7 +174,8 @@ LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType com
   LlamaModel m;
   m.config = read_llama_config(model_dir);
   auto checkpoint = io::SafetensorsCheckpoint::open(model_dir);
-  m.weights = load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4, allow_non_finite});
+  m.weights =
+      load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4, allow_non_finite});
   m.compute_dtype = compute_dtype;
   m.inv_freq = rope_inv_freq(m.config).to(device);
   return m;

@@ -47,7 +47,8 @@ TEST_CASE("config file: syntax error positions at line ends and the end of input
 
 TEST_CASE("config file: a missing file is one line naming the path", "[config]") {
   const std::string path = "/nonexistent/dir/qlt_config.json";
-  REQUIRE_THROWS_WITH(load_config(path), Contains(path + " does not exist") && Contains("--config"));
+  REQUIRE_THROWS_WITH(load_config(path),
+                      Contains(path + " does not exist") && Contains("--config"));
   CHECK_THROWS_AS(load_config(path), qlt::UserError);
   try {
     load_config(path);

@@ -111,7 +111,7 @@ TEST_CASE("config --set: a value that is not valid UTF-8 is refused naming the k
 }
 
 TEST_CASE("config --set: a number beyond a double is refused as such", "[config]") {
-  REQUIRE_THROWS_WITH(load_with("set_overflow.json", R"({"model": {"path": "m"}})",
-                                {"optimizer.lr=1e999"}),
-                      Contains("--set optimizer.lr") && Contains("number overflow"));
+  REQUIRE_THROWS_WITH(
+      load_with("set_overflow.json", R"({"model": {"path": "m"}})", {"optimizer.lr=1e999"}),
+      Contains("--set optimizer.lr") && Contains("number overflow"));
 }

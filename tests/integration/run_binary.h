@@ -37,8 +37,8 @@ inline RunResult run_qlora_train(const std::string& args, const std::string& env
                        ("qlt-run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   fs::create_directories(dir);
   const std::string cmd = "cd '" QLT_SOURCE_DIR "' && " + (env.empty() ? "" : "env " + env + " ") +
-                          "'" QLT_BINARY "' " + args + " >'" +
-                          (dir / "out").string() + "' 2>'" + (dir / "err").string() + "'";
+                          "'" QLT_BINARY "' " + args + " >'" + (dir / "out").string() + "' 2>'" +
+                          (dir / "err").string() + "'";
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
