@@ -100,23 +100,34 @@ void prune_checkpoints(const fs::path& run_dir, int64_t keep_last) {
   }
 }
 
+namespace {
+
+// Where ".tmp-" starts in the name of a temporary entry this program writes into a run folder,
+// or npos: io::AtomicDir's "<folder>.tmp-<pid>[-k]" (checkpoint-NNNNNN, final) and
+// io::write_file_atomically's ".<file>.tmp-<pid>-<random>" (config.json, metrics.jsonl).
+size_t temp_marker(const fs::directory_entry& entry) {
+  const std::string name = entry.path().filename().string();
+  const size_t tmp = name.find(".tmp-");
+  if (tmp == std::string::npos) return tmp;
+  const std::string target = name.substr(0, tmp);
+  const bool temp_dir = entry.is_directory() && (checkpoint_step(target) || target == "final");
+  const bool temp_file =
+      entry.is_regular_file() && (target == ".config.json" || target == ".metrics.jsonl");
+  return temp_dir || temp_file ? tmp : std::string::npos;
+}
+
+}  // namespace
+
 int remove_stale_temp_checkpoints(const fs::path& run_dir) {
   std::error_code ec;
   if (!fs::is_directory(run_dir, ec)) return 0;
   int removed = 0;
   for (const auto& entry : fs::directory_iterator(run_dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    const size_t tmp = name.find(".tmp-");
+    const size_t tmp = temp_marker(entry);
     if (tmp == std::string::npos) continue;
-    const std::string target = name.substr(0, tmp);
-    // io::AtomicDir's "<folder>.tmp-<pid>[-k]" and io::write_file_atomically's
-    // ".<file>.tmp-<pid>-<random>".
-    const bool temp_dir = entry.is_directory() && (checkpoint_step(target) || target == "final");
-    const bool temp_file =
-        entry.is_regular_file() && (target == ".config.json" || target == ".metrics.jsonl");
-    if (!temp_dir && !temp_file) continue;
     // "<pid>" or "<pid>-<k>...": ours are still being written; any other is stale, since the
     // caller holds the run lock (no other process writes here).
+    const std::string name = entry.path().filename().string();
     const std::string pid_text = name.substr(tmp + 5, name.find('-', tmp + 5) - (tmp + 5));
     if (pid_text == std::to_string(::getpid())) continue;
     fs::remove_all(entry.path(), ec);
@@ -130,18 +141,6 @@ int remove_stale_temp_checkpoints(const fs::path& run_dir) {
   return removed;
 }
 
-namespace {
-
-bool is_temp_name(const std::string& name) {
-  const size_t tmp = name.find(".tmp-");
-  if (tmp == std::string::npos) return false;
-  const std::string target = name.substr(0, tmp);
-  return checkpoint_step(target) || target == "final" || target == ".config.json" ||
-         target == ".metrics.jsonl";
-}
-
-}  // namespace
-
 RunDirContents run_dir_contents(const fs::path& run_dir) {
   RunDirContents c;
   std::error_code ec;
@@ -150,7 +149,8 @@ RunDirContents run_dir_contents(const fs::path& run_dir) {
     const std::string name = entry.path().filename().string();
     if (name == "final") {
       c.has_final = true;
-    } else if (name == "config.json" || name == "metrics.jsonl" || is_temp_name(name) ||
+    } else if (name == "config.json" || name == "metrics.jsonl" ||
+               temp_marker(entry) != std::string::npos ||
                (checkpoint_step(entry.path()) && entry.is_directory())) {
       c.has_leftovers = true;
     } else {
