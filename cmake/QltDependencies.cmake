@@ -5,8 +5,10 @@ find_package(fmt REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+# Unicode-aware regular expressions for byte-level BPE pre-tokenizers (tokenizer/).
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 
 add_library(qlt_deps INTERFACE)
 target_link_libraries(qlt_deps INTERFACE nlohmann_json::nlohmann_json CLI11::CLI11 spdlog::spdlog
-                      fmt::fmt PkgConfig::SENTENCEPIECE)
+                      fmt::fmt PkgConfig::SENTENCEPIECE PkgConfig::PCRE2)
 add_library(qlt::deps ALIAS qlt_deps)

@@ -16,7 +16,7 @@ readonly APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config unzip git python3 python3-pip python3-venv
   clang-format
   clang libclang-rt-14-dev llvm  # the sanitizer + fuzz build: clang 14, libFuzzer, llvm-symbolizer
-  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev catch2
+  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev catch2 libpcre2-dev
   bible-kjv  # corpus of the bundled demo model (scripts/tiny_model)
 )
 
