@@ -8,6 +8,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 scripts/setup.sh
+# The real model of the SmolLM2 tests (tests/fixtures/smollm2); cached after the first run.
+scripts/models/smollm2.sh >/dev/null
 jobs=$(nproc)
 
 echo "== build (build/)"
