@@ -57,10 +57,14 @@ at::Tensor layer_linear(const LlamaModel& m, int64_t layer, int linear, const at
   return adapters::adapted_linear(x, base, m.lora[layer][linear], dropout);
 }
 
-// x [B, T, hidden] -> attention output [B, T, hidden].
-at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
-                     const RopeTables& rope, const at::Tensor& attn_mask,
-                     const ForwardOptions& options) {
+// Queries, keys and values of x [B, T, hidden] with RoPE applied to q and k:
+// q [B, heads, T, D], k and v [B, kv_heads, T, D].
+struct RotatedQkv {
+  at::Tensor q, k, v;
+};
+
+RotatedQkv rotated_qkv(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+                       const RopeTables& rope, const ForwardOptions& options) {
   const auto& c = m.config;
   const int64_t B = x.size(0), T = x.size(1);
   // [B, T, heads*D] -> [B, heads, T, D]
@@ -73,11 +77,17 @@ at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
   auto v = layer_linear(m, layer, kV, x, options)
                .view({B, T, c.num_key_value_heads, c.head_dim})
                .transpose(1, 2);
-  q = apply_rope(q, rope);
-  k = apply_rope(k, rope);
-  // GQA: each group of heads/kv_heads query heads shares one key/value head. Without a mask
-  // SDPA's own causal path (fastest, and what the eval path has always used).
-  const bool causal = !attn_mask.defined();
+  return {apply_rope(q, rope), apply_rope(k, rope), v};
+}
+
+// SDPA over q [B, heads, T, D] and k, v [B, kv_heads, S, D] (mask: see at::scaled_dot_product_
+// attention), then o_proj: -> [B, T, hidden]. GQA: each group of heads/kv_heads query heads
+// shares one key/value head.
+at::Tensor attend(const LlamaModel& m, int64_t layer, const at::Tensor& q, const at::Tensor& k,
+                  const at::Tensor& v, const std::optional<at::Tensor>& attn_mask, bool causal,
+                  const ForwardOptions& options) {
+  const auto& c = m.config;
+  const int64_t B = q.size(0), T = q.size(2);
   auto out = at::scaled_dot_product_attention(
       q, k, v, causal ? std::nullopt : std::optional<at::Tensor>(attn_mask), /*dropout_p=*/0.0,
       /*is_causal=*/causal, /*scale=*/std::nullopt,
@@ -87,6 +97,17 @@ at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
 }
 
 at::Tensor mlp(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+// x [B, T, hidden] -> attention output [B, T, hidden].
+at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+                     const RopeTables& rope, const at::Tensor& attn_mask,
+                     const ForwardOptions& options) {
+  auto [q, k, v] = rotated_qkv(m, layer, x, rope, options);
+  // Without a mask SDPA's own causal path (fastest, and what the eval path has always used).
+  const bool causal = !attn_mask.defined();
+  return attend(m, layer, q, k, v, causal ? std::nullopt : std::optional<at::Tensor>(attn_mask),
+                causal, options);
+}
+
                const ForwardOptions& options) {
   auto gate = layer_linear(m, layer, kGate, x, options);
   auto up = layer_linear(m, layer, kUp, x, options);
@@ -94,6 +115,24 @@ at::Tensor mlp(const LlamaModel& m, int64_t layer, const at::Tensor& x,
 }
 
 }  // namespace
+// Attention of t new positions x [B, t, hidden] (rope at their positions cache.length..+t-1)
+// over the cached positions and themselves; appends this layer's new keys and values.
+at::Tensor cached_attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
+                            const RopeTables& rope, KvCache& cache) {
+  const ForwardOptions inference;
+  auto [q, k, v] = rotated_qkv(m, layer, x, rope, inference);
+  const int64_t past = cache.length, t = x.size(1);
+  auto [keys, values] = cache.append(layer, k, v);  // [B, kv_heads, past + t, D]
+  // New query i sits at position past + i and sees keys 0..past+i. One query sees every key
+  // (no mask); with no past this is SDPA's causal case; otherwise SDPA's is_causal would align
+  // the triangle to the top left, so the mask [t, past + t] is explicit.
+  if (t == 1) return attend(m, layer, q, keys, values, std::nullopt, false, inference);
+  if (past == 0) return attend(m, layer, q, keys, values, std::nullopt, true, inference);
+  const auto positions = at::arange(past + t, x.options().dtype(at::kLong));
+  const auto mask = positions.unsqueeze(0) <= positions.narrow(0, past, t).unsqueeze(1);
+  return attend(m, layer, q, keys, values, mask, false, inference);
+}
+
 
 at::Tensor segment_attention_mask(const at::Tensor& segment_ids) {
   TORCH_CHECK(segment_ids.dim() == 2 && segment_ids.scalar_type() == at::kLong,
@@ -169,6 +208,32 @@ at::Tensor LlamaModel::logits(const at::Tensor& input_ids) const {
 }
 
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
+at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, KvCache& cache) {
+  TORCH_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong && input_ids.size(1) >= 1,
+              "forward_cached: input_ids must be [B, t>=1] int64, got ", input_ids.sizes(), " ",
+              input_ids.scalar_type());
+  TORCH_CHECK(static_cast<int64_t>(cache.keys.size()) == model.config.num_hidden_layers &&
+                  cache.batch_size() == input_ids.size(0),
+              "forward_cached: the cache (", cache.keys.size(), " layers, batch ",
+              cache.batch_size(), ") was not made for this model and batch");
+  at::NoGradGuard no_grad;
+  const int64_t t = input_ids.size(1);
+  auto ids = input_ids.to(model.device());
+  auto positions =
+      at::arange(cache.length, cache.length + t, ids.options()).unsqueeze(0).expand_as(ids);
+  auto rope = rope_tables(model.inv_freq, positions, model.compute_dtype);
+  const double eps = model.config.rms_norm_eps;
+  auto x = at::embedding(model.weights.embed_tokens, ids).to(model.compute_dtype);
+  // decoder_layer with cached attention.
+  for (int64_t i = 0; i < model.config.num_hidden_layers; ++i) {
+    const auto& l = model.weights.layers[i];
+    auto h = x + cached_attention(model, i, rms_norm(x, l.input_layernorm, eps), rope, cache);
+    x = h + mlp(model, i, rms_norm(h, l.post_attention_layernorm, eps), {});
+  }
+  cache.advance(t);
+  return rms_norm(x, model.weights.norm, eps);
+}
+
                       at::Device device, std::optional<quant::Nf4Options> nf4,
                       bool allow_non_finite) {
   LlamaModel m;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "adapters/lora.h"
+#include "model/kv_cache.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
 #include "model/rope.h"
@@ -75,6 +76,15 @@ LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType com
                       bool allow_non_finite = false);
 
 // x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
+// Incremental decoding (generate): input_ids [B, t] int64 are the tokens at positions
+// [cache.length, cache.length + t) of every row (a prompt, then one token per step). They attend
+// causally to each other and to the cached positions; their keys and values are appended to
+// `cache` (make_kv_cache(model.config, B, capacity, model.compute_dtype, model.device())), which
+// advances by t. Returns final-normed hidden states [B, t, hidden] (compute dtype), equal up to
+// rounding to hidden_states() of the whole sequence at these positions. Attached adapters apply
+// (never dropout). Inference only: runs under NoGradGuard.
+at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, KvCache& cache);
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // segment_ids [B, T] int64 -> bool mask [B, 1, T, T] for SDPA (true = may attend):
