@@ -209,9 +209,10 @@ at::Tensor LlamaModel::logits(const at::Tensor& input_ids) const {
 
 LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
 at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, KvCache& cache) {
-  TORCH_CHECK(input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong && input_ids.size(1) >= 1,
-              "forward_cached: input_ids must be [B, t>=1] int64, got ", input_ids.sizes(), " ",
-              input_ids.scalar_type());
+  TORCH_CHECK(
+      input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong && input_ids.size(1) >= 1,
+      "forward_cached: input_ids must be [B, t>=1] int64, got ", input_ids.sizes(), " ",
+      input_ids.scalar_type());
   TORCH_CHECK(static_cast<int64_t>(cache.keys.size()) == model.config.num_hidden_layers &&
                   cache.batch_size() == input_ids.size(0),
               "forward_cached: the cache (", cache.keys.size(), " layers, batch ",
