@@ -15,6 +15,7 @@
 #include "export/peft_adapter.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "quant/weight_format.h"
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
 #include "train/run_checkpoint.h"
@@ -96,12 +97,13 @@ int run_eval(const EvalArgs& args) {
 
   // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
   auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
-  auto model = model::load_llama(cfg.model.path, dtype, device, nf4_options(cfg),
-                                 cfg.model.allow_non_finite);
+  auto model =
+      model::load_llama(cfg.model.path, dtype, device, quant::weight_format(cfg.quantization),
+                        cfg.model.allow_non_finite);
   if (tokenizer.vocab_size() > model.config.vocab_size) {
     user_error(
-        "{}/tokenizer.model has {} tokens but config.json's vocab_size is {}: the tokenizer "
-        "does not belong to this model",
+        "the tokenizer of {} has {} tokens but the model's vocabulary (embedding rows) is {}: "
+        "the tokenizer does not belong to this model",
         cfg.model.path, tokenizer.vocab_size(), model.config.vocab_size);
   }
   if (!args.checkpoint.empty()) {
@@ -115,8 +117,9 @@ int run_eval(const EvalArgs& args) {
   const train::EvalSet eval_data = train::read_eval_set(cfg.data.eval, options, tokenizer);
   spdlog::info("eval: {} {} of <= {} tokens on {} ({}, frozen weights {})", eval_data.size(),
                eval_data.unit(), cfg.data.max_seq_len, device.str(), cfg.model.compute_dtype,
-               model.weights.layers.empty() || !model.weights.layers[0].q_proj.quantized() ? "dense"
-                                                                                           : "nf4");
+               model.weights.layers.empty()
+                   ? "none"
+                   : quant::describe(model.weights.layers[0].q_proj.stored));
 
   const int64_t pad = tokenizer.eos_id();
   auto r = train::evaluate_set(model, eval_data, cfg.eval.batch_size, cfg.eval.max_batches, pad);

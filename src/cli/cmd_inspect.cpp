@@ -17,6 +17,7 @@
 #include "model/llama_weights.h"
 #include "quant/bnb_layout.h"
 #include "quant/nf4.h"
+#include "quant/weight_format.h"
 #include "tokenizer/tokenizer.h"
 
 namespace qlt::cli {
@@ -42,29 +43,29 @@ std::string component_of(const std::string& name) {
 
 // Quantizes every decoder linear weight (one at a time) and reports bytes, bits per parameter
 // and the relative Frobenius error ||W - deq(q(W))|| / ||W|| per layer.
-// Returns the NF4 bytes of the decoder linear weights.
-int64_t print_nf4_plan(const io::SafetensorsCheckpoint& checkpoint, const model::LlamaConfig& c,
-                       const quant::Nf4Options& nf4) {
-  fmt::print("quantization nf4 (block {}, double quant {})\n", nf4.block_size,
-             nf4.double_quant ? "on" : "off");
+// Returns the quantized bytes of the decoder linear weights.
+int64_t print_quantization_plan(const io::SafetensorsCheckpoint& checkpoint,
+                                const model::LlamaConfig& c, const quant::WeightFormat& format) {
+  fmt::print("quantization {}\n", quant::describe(format));
   int64_t params = 0, bytes = 0, stored_bytes = 0;
   std::map<int64_t, std::pair<double, double>> layer_error;  // layer -> (sum err^2, sum w^2)
   for (const auto& e : model::expected_llama_tensors(c)) {
     if (!model::is_decoder_linear(e.name)) continue;
     auto w = checkpoint.tensor(e.name);
-    auto q = quant::quantize_nf4(w, nf4, e.name);
+    auto q = quant::store_weight(w, format, w.scalar_type(), e.name);
     auto w32 = w.to(at::kFloat);
-    const double err = (quant::dequantize_nf4(q, at::kFloat) - w32).pow(2).sum().item<double>();
+    const double err = (quant::dequantize(q, at::kFloat) - w32).pow(2).sum().item<double>();
     const int64_t layer = std::stoll(e.name.substr(std::string("model.layers.").size()));
     layer_error[layer].first += err;
     layer_error[layer].second += w32.pow(2).sum().item<double>();
-    params += q.numel();
-    bytes += q.storage_bytes();
+    params += w.numel();
+    bytes += quant::storage_bytes(q);
     stored_bytes += static_cast<int64_t>(w.nbytes());
   }
-  fmt::print("  decoder linear weights  {} parameters: {} in NF4 (was {}), {:.3f} bits/parameter\n",
-             params, mib(static_cast<double>(bytes)), mib(static_cast<double>(stored_bytes)),
-             8.0 * static_cast<double>(bytes) / static_cast<double>(std::max<int64_t>(params, 1)));
+  fmt::print(
+      "  decoder linear weights  {} parameters: {} quantized (was {}), {:.3f} bits/parameter\n",
+      params, mib(static_cast<double>(bytes)), mib(static_cast<double>(stored_bytes)),
+      8.0 * static_cast<double>(bytes) / static_cast<double>(std::max<int64_t>(params, 1)));
   fmt::print("  relative error ||W - deq(q(W))|| / ||W|| per layer:");
   for (const auto& [layer, e] : layer_error) {
     fmt::print("{}layer {}: {:.4f}", layer % 6 == 0 ? "\n    " : "  ", layer,
@@ -174,16 +175,19 @@ int run_inspect(const ConfigArgs& args) {
   for (const auto& e : model::expected_llama_tensors(c)) {
     if (model::is_decoder_linear(e.name)) linear_params += static_cast<double>(numel(e.shape));
   }
-  const auto nf4 = nf4_options(cfg);
-  int64_t nf4_bytes = print_stored_nf4(checkpoint, c);
-  if (nf4_bytes < 0 && nf4) nf4_bytes = print_nf4_plan(checkpoint, c, *nf4);
-  if (nf4_bytes >= 0)
-    compute_bytes += static_cast<double>(nf4_bytes) - linear_params * compute_elem;
+  const quant::WeightFormat format = quant::weight_format(cfg.quantization);
+  int64_t quantized_bytes = print_stored_nf4(checkpoint, c);
+  std::string linear_format = quantized_bytes >= 0 ? "NF4 as stored" : cfg.model.compute_dtype;
+  if (quantized_bytes < 0 && quant::is_quantized(format)) {
+    quantized_bytes = print_quantization_plan(checkpoint, c, format);
+    linear_format = quant::describe(format);
+  }
+  if (quantized_bytes >= 0)
+    compute_bytes += static_cast<double>(quantized_bytes) - linear_params * compute_elem;
   fmt::print("memory\n");
   fmt::print("  on disk            {}\n", mib(disk_bytes));
   fmt::print("  weights in memory  {} ({} compute, norms float32, decoder linears {})\n",
-             mib(compute_bytes), cfg.model.compute_dtype,
-             nf4_bytes >= 0 ? "NF4" : cfg.model.compute_dtype);
+             mib(compute_bytes), cfg.model.compute_dtype, linear_format);
   return kExitOk;
 }
 

@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "export/hf_bnb_nf4.h"
+#include "quant/weight_format.h"
 #include "tokenizer/tokenizer.h"
 
 namespace qlt::cli {
@@ -24,7 +25,8 @@ struct QuantizeArgs {
 
 int run_quantize(const QuantizeArgs& args) {
   TrainConfig cfg = load_config(args.config.config_path, args.config.overrides);
-  const auto nf4 = nf4_options(cfg);
+  const quant::WeightFormat format = quant::weight_format(cfg.quantization);
+  const auto* nf4 = std::get_if<quant::Nf4Options>(&format);
   if (!nf4) {
     user_error(
         "{}: quantization.type is \"{}\"; `quantize` writes NF4, so set it to \"nf4\" (in the "

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "core/config.h"
-#include "quant/nf4.h"
 
 namespace qlt::cli {
 
@@ -26,9 +25,6 @@ struct ConfigArgs {
   std::vector<std::string> overrides;
 };
 CLI::Option* add_config_args(CLI::App& sub, ConfigArgs& args, bool config_required = true);
-
-// The NF4 options of a config (nullopt for quantization.type "none"); checks the block size.
-std::optional<quant::Nf4Options> nf4_options(const TrainConfig& config);
 
 Command add_config_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);

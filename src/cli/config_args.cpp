@@ -12,10 +12,4 @@ CLI::Option* add_config_args(CLI::App& sub, ConfigArgs& args, bool config_requir
   return config;
 }
 
-std::optional<quant::Nf4Options> nf4_options(const TrainConfig& config) {
-  if (config.quantization.type != "nf4") return std::nullopt;
-  quant::check_nf4_block_size(config.quantization.block_size, "quantization.block_size");
-  return quant::Nf4Options{config.quantization.block_size, config.quantization.double_quant};
-}
-
 }  // namespace qlt::cli

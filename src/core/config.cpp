@@ -54,14 +54,20 @@ const std::vector<ConfigKey>& config_keys() {
           "file is damaged or comes from a diverged run)",
           [](auto& c) { return &c.model.allow_non_finite; }),
       key("quantization.type",
-          "frozen weights of the decoder's linear layers: none (compute dtype) or nf4",
+          "frozen weights of the decoder's linear layers: none (compute dtype), nf4 "
+          "(bitsandbytes NF4) or int4 (groups w = d*q + m; group 32 = GGUF Q4_1, so a Q4_1 "
+          "GGUF model is used as stored)",
           [](auto& c) { return &c.quantization.type; })
-          .one_of({"none", "nf4"}),
+          .one_of({"none", "nf4", "int4"}),  // = quant::weight_format_names() (tested)
       key("quantization.block_size", "NF4 block size (a power of two; 64 is QLoRA's)",
           [](auto& c) { return &c.quantization.block_size; })
           .range(32, 4096),  // power of two: checked by quant::check_nf4_block_size
       key("quantization.double_quant", "quantize the NF4 absmax values too (4.127 vs 4.5 bits)",
           [](auto& c) { return &c.quantization.double_quant; }),
+      key("quantization.group_size",
+          "INT4 group size: inputs of a row sharing one (d, m) pair; 32 (= GGUF Q4_1), 64 or 128",
+          [](auto& c) { return &c.quantization.group_size; })
+          .range(32, 128),  // 32, 64 or 128: checked by quant::check_int4_group_size
       key("adapter.type", "trainable adapter on every targeted linear layer",
           [](auto& c) { return &c.adapter.type; })
           .one_of({"lora"}),
@@ -86,9 +92,11 @@ const std::vector<ConfigKey>& config_keys() {
           "{\"messages\": [{\"role\",\"content\"}]}",
           [](auto& c) { return &c.data.format; })
           .one_of({"text", "alpaca", "chat"}),
-      key("data.chat_template", "template of format chat",
+      key("data.chat_template",
+          "template of format chat and of `generate --chat`; auto = the model's own template "
+          "(tokenizer_config.json / GGUF) when it is one of llama2, llama3, chatml",
           [](auto& c) { return &c.data.chat_template; })
-          .one_of({"llama2", "chatml"}),
+          .one_of({"llama2", "llama3", "chatml", "auto"}),
       key("data.max_seq_len", "tokens per sequence (longer examples are truncated)",
           [](auto& c) { return &c.data.max_seq_len; })
           .range(2, 1 << 20),
@@ -158,6 +166,22 @@ const std::vector<ConfigKey>& config_keys() {
           .range(0, kInt64Max),
       key("eval.every_steps", "evaluate during `train` every N steps; 0 = only at the end",
           [](auto& c) { return &c.eval.every_steps; })
+          .range(0, kInt64Max),
+      key("generate.max_new_tokens", "`generate`: tokens to generate after the prompt at most",
+          [](auto& c) { return &c.generate.max_new_tokens; })
+          .range(1, 1 << 20),
+      key("generate.temperature",
+          "`generate`: 0 = greedy (the most probable token); else sample from "
+          "softmax(logits / temperature)",
+          [](auto& c) { return &c.generate.temperature; })
+          .float_range(0.0, 100.0),
+      key("generate.top_p",
+          "`generate`, sampling: keep the smallest set of most probable tokens whose "
+          "probability reaches top_p (1 = all)",
+          [](auto& c) { return &c.generate.top_p; })
+          .float_range(1e-6, 1.0),
+      key("generate.seed", "`generate`, sampling: seed of the random draws (same seed, same text)",
+          [](auto& c) { return &c.generate.seed; })
           .range(0, kInt64Max),
   };
   return keys;

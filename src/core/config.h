@@ -25,9 +25,12 @@ struct ModelConfig {
 };
 
 struct QuantizationConfig {
-  std::string type = "none";  // "none" | "nf4": frozen decoder linears (not embeddings/lm_head)
-  int64_t block_size = 64;    // NF4 block size, power of two 32..4096
-  bool double_quant = true;   // quantize the NF4 absmax values too
+  // Frozen decoder linears (not embeddings/lm_head): "none" | "nf4" | "int4" (the format
+  // table, quant/weight_format.h, turns this section into a quant::WeightFormat).
+  std::string type = "none";
+  int64_t block_size = 64;   // NF4 block size, power of two 32..4096
+  bool double_quant = true;  // quantize the NF4 absmax values too
+  int64_t group_size = 32;   // INT4 group size: 32 (= GGUF Q4_1), 64 or 128
 };
 
 struct AdapterConfig {
@@ -44,7 +47,9 @@ struct DataConfig {
   std::string train;                     // JSONL read by `train`
   std::string eval;                      // JSONL evaluated by `eval` and during `train`
   std::string format = "text";           // "text" | "alpaca" | "chat" (line formats)
-  std::string chat_template = "llama2";  // "llama2" | "chatml" (format "chat" only)
+  // "llama2" | "llama3" | "chatml" | "auto" (the model's own template when it is one of these);
+  // format "chat" and `generate --chat`
+  std::string chat_template = "llama2";
   int64_t max_seq_len = 256;             // tokens per sequence, 2..1048576
   bool packing = false;                  // several examples per sequence (no cross-attention)
   bool train_on_inputs = false;          // false: only outputs / assistant turns carry loss
@@ -91,6 +96,13 @@ struct LoggingConfig {
   int64_t every_steps = 10;  // progress line + metrics.jsonl record
 };
 
+struct GenerateConfig {
+  int64_t max_new_tokens = 256;  // tokens generated after the prompt (fewer at an end token)
+  double temperature = 0.0;      // 0 = greedy; else sample from softmax(logits / temperature)
+  double top_p = 1.0;            // nucleus sampling: keep the most probable tokens of mass top_p
+  int64_t seed = 0;              // seed of the sampling generator (the same seed, the same text)
+};
+
 struct TrainConfig {
   ModelConfig model;
   QuantizationConfig quantization;
@@ -102,6 +114,7 @@ struct TrainConfig {
   CheckpointConfig checkpoint;
   LoggingConfig logging;
   EvalConfig eval;
+  GenerateConfig generate;
 };
 
 // Parses and validates a JSON config. `origin` names the source in messages (a file name).

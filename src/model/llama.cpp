@@ -7,7 +7,9 @@
 #include <set>
 
 #include "core/errors.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
+#include "model/llama_gguf.h"
 
 namespace qlt::model {
 
@@ -89,14 +91,12 @@ at::Tensor attend(const LlamaModel& m, int64_t layer, const at::Tensor& q, const
   const auto& c = m.config;
   const int64_t B = q.size(0), T = q.size(2);
   auto out = at::scaled_dot_product_attention(
-      q, k, v, causal ? std::nullopt : std::optional<at::Tensor>(attn_mask), /*dropout_p=*/0.0,
-      /*is_causal=*/causal, /*scale=*/std::nullopt,
+      q, k, v, attn_mask, /*dropout_p=*/0.0, /*is_causal=*/causal, /*scale=*/std::nullopt,
       /*enable_gqa=*/c.num_key_value_heads != c.num_attention_heads);
   out = out.transpose(1, 2).reshape({B, T, c.q_size()});
   return layer_linear(m, layer, kO, out, options);
 }
 
-at::Tensor mlp(const LlamaModel& m, int64_t layer, const at::Tensor& x,
 // x [B, T, hidden] -> attention output [B, T, hidden].
 at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
                      const RopeTables& rope, const at::Tensor& attn_mask,
@@ -108,13 +108,13 @@ at::Tensor attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
                 causal, options);
 }
 
+at::Tensor mlp(const LlamaModel& m, int64_t layer, const at::Tensor& x,
                const ForwardOptions& options) {
   auto gate = layer_linear(m, layer, kGate, x, options);
   auto up = layer_linear(m, layer, kUp, x, options);
   return layer_linear(m, layer, kDown, at::silu(gate) * up, options);
 }
 
-}  // namespace
 // Attention of t new positions x [B, t, hidden] (rope at their positions cache.length..+t-1)
 // over the cached positions and themselves; appends this layer's new keys and values.
 at::Tensor cached_attention(const LlamaModel& m, int64_t layer, const at::Tensor& x,
@@ -133,6 +133,7 @@ at::Tensor cached_attention(const LlamaModel& m, int64_t layer, const at::Tensor
   return attend(m, layer, q, keys, values, mask, false, inference);
 }
 
+}  // namespace
 
 at::Tensor segment_attention_mask(const at::Tensor& segment_ids) {
   TORCH_CHECK(segment_ids.dim() == 2 && segment_ids.scalar_type() == at::kLong,
@@ -207,7 +208,6 @@ at::Tensor LlamaModel::logits(const at::Tensor& input_ids) const {
   return at::linear(hidden_states(input_ids), weights.lm_head);
 }
 
-LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
 at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, KvCache& cache) {
   TORCH_CHECK(
       input_ids.dim() == 2 && input_ids.scalar_type() == at::kLong && input_ids.size(1) >= 1,
@@ -235,13 +235,20 @@ at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, 
   return rms_norm(x, model.weights.norm, eps);
 }
 
-                      at::Device device, std::optional<quant::Nf4Options> nf4,
+LlamaModel load_llama(const std::filesystem::path& model_path, at::ScalarType compute_dtype,
+                      at::Device device, const quant::WeightFormat& format,
                       bool allow_non_finite) {
   LlamaModel m;
-  m.config = read_llama_config(model_dir);
-  auto checkpoint = io::SafetensorsCheckpoint::open(model_dir);
-  m.weights =
-      load_llama_weights(checkpoint, m.config, {compute_dtype, device, nf4, allow_non_finite});
+  const LoadOptions options{compute_dtype, device, format, allow_non_finite};
+  if (io::is_gguf_file(model_path)) {
+    const auto file = io::GgufFile::open(model_path);
+    m.config = llama_config_from_gguf(file);
+    m.weights = load_llama_weights_gguf(file, m.config, options);
+  } else {
+    m.config = read_llama_config(model_path);
+    auto checkpoint = io::SafetensorsCheckpoint::open(model_path);
+    m.weights = load_llama_weights(checkpoint, m.config, options);
+  }
   m.compute_dtype = compute_dtype;
   m.inv_freq = rope_inv_freq(m.config).to(device);
   return m;

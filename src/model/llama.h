@@ -68,14 +68,14 @@ struct LlamaModel {
   at::Tensor logits(const at::Tensor& input_ids) const;
 };
 
-// Loads config.json and the safetensors weights of a Hugging Face LLaMA directory; with `nf4`
-// the decoder's linear weights are quantized as they are read.
-// NaN / Inf in a weight is an error naming the tensor unless `allow_non_finite`.
-LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType compute_dtype,
-                      at::Device device, std::optional<quant::Nf4Options> nf4 = std::nullopt,
+// Loads a model from `model_path`: a Hugging Face LLaMA directory (config.json + safetensors,
+// bitsandbytes 4-bit included) or a GGUF file (model/llama_gguf.h). The decoder's linear
+// weights are stored in `format` as they are read (weights already stored that way are used
+// as stored). NaN / Inf in a weight is an error naming the tensor unless `allow_non_finite`.
+LlamaModel load_llama(const std::filesystem::path& model_path, at::ScalarType compute_dtype,
+                      at::Device device, const quant::WeightFormat& format = quant::DenseFormat{},
                       bool allow_non_finite = false);
 
-// x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
 // Incremental decoding (generate): input_ids [B, t] int64 are the tokens at positions
 // [cache.length, cache.length + t) of every row (a prompt, then one token per step). They attend
 // causally to each other and to the cached positions; their keys and values are appended to
@@ -85,6 +85,7 @@ LlamaModel load_llama(const std::filesystem::path& model_dir, at::ScalarType com
 // (never dropout). Inference only: runs under NoGradGuard.
 at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, KvCache& cache);
 
+// x [..., hidden] -> x / rms(x) * weight, computed in fp32 and returned in x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // segment_ids [B, T] int64 -> bool mask [B, 1, T, T] for SDPA (true = may attend):

@@ -32,6 +32,20 @@ bool is_prequantized(const io::SafetensorsCheckpoint& checkpoint, const std::str
 
 }  // namespace
 
+void check_finite_weight(const std::string& file, const std::string& name, const at::Tensor& t,
+                         const char* what) {
+  if (!t.defined() || !t.is_floating_point()) return;
+  const at::Tensor bad = at::isfinite(t).logical_not_().flatten();
+  const int64_t count = bad.sum().item<int64_t>();
+  if (count == 0) return;
+  const int64_t first = bad.nonzero().flatten()[0].item<int64_t>();
+  user_error(
+      "{}: tensor {}{} holds {} NaN/Inf value{} (the first at flat index {}, of {}); the file "
+      "is damaged or was saved from a diverged run: re-download or re-export it, or set "
+      "model.allow_non_finite=true to load it anyway",
+      file, name, what, count, count == 1 ? "" : "s", first, t.numel());
+}
+
 bool is_decoder_linear(const std::string& name) { return name.ends_with("_proj.weight"); }
 
 std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& c) {
@@ -108,20 +122,9 @@ void check_llama_tensors(const io::SafetensorsCheckpoint& checkpoint, const Llam
 LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, const LlamaConfig& c,
                                 const LoadOptions& options) {
   check_llama_tensors(checkpoint, c);
-  // Refuses NaN / Inf in `t` (a floating tensor as read, before any conversion) unless the
-  // user opted out; `what` names the tensor (and the companion, for NF4 scales).
   auto check_finite = [&](const std::string& name, const at::Tensor& t, const char* what) {
-    if (options.allow_non_finite || !t.defined() || !t.is_floating_point()) return;
-    const at::Tensor bad = at::isfinite(t).logical_not_().flatten();
-    const int64_t count = bad.sum().item<int64_t>();
-    if (count == 0) return;
-    const int64_t first = bad.nonzero().flatten()[0].item<int64_t>();
-    user_error(
-        "{}: tensor {}{} holds {} NaN/Inf value{} (the first at flat index {}, of {}); the file "
-        "is damaged or was saved from a diverged run: re-download or re-export it, or set "
-        "model.allow_non_finite=true to load it anyway",
-        checkpoint.file_of(name).string(), name, what, count, count == 1 ? "" : "s", first,
-        t.numel());
+    if (!options.allow_non_finite)
+      check_finite_weight(checkpoint.file_of(name).string(), name, t, what);
   };
   // Convert each tensor as soon as it is read (one tensor in flight at a time).
   auto read = [&](const std::string& name, at::ScalarType dtype) {
@@ -137,9 +140,9 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   };
   auto weight = [&](const std::string& name) { return read(name, options.dtype); };
   auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
-  int64_t prequantized = 0;       // weights loaded as stored, for the log line
-  int64_t stored_block_size = 0;  // of the first one (a checkpoint uses one setting)
-  bool stored_double_quant = false;
+  int64_t prequantized = 0;   // weights loaded as stored, for the log line
+  std::string stored_format;  // of the first one (a checkpoint uses one setting)
+  bool stored_as_asked = true;
   auto linear = [&](const std::string& name) -> adapters::FrozenWeight {
     if (is_prequantized(checkpoint, name)) {
       auto q = quant::read_bnb_nf4(checkpoint, name);
@@ -150,18 +153,18 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
                    checkpoint.file_of(name).string(), name, q.offset);
       q = q.to(options.device);
       if (prequantized++ == 0) {
-        stored_block_size = q.block_size;
-        stored_double_quant = q.double_quant();
+        stored_format = quant::describe(quant::StoredWeight(q));
+        stored_as_asked = quant::matches(q, options.format);
       }
-      return {at::Tensor(), std::move(q)};
+      return adapters::FrozenWeight(std::move(q));
     }
-    if (!options.nf4) return {weight(name), std::nullopt};
+    if (!quant::is_quantized(options.format)) return adapters::FrozenWeight(weight(name));
     // Quantize from the stored dtype on the target device; the dense copy dies here.
     const at::Tensor as_read = checkpoint.tensor(name);
     check_finite(name, as_read, "");
-    auto stored = as_read.to(options.device);
     try {
-      return {at::Tensor(), quant::quantize_nf4(stored, *options.nf4)};
+      return adapters::FrozenWeight(
+          quant::store_weight(as_read.to(options.device), options.format, options.dtype, name));
     } catch (const UserError& e) {
       user_error("{}: tensor {}: {}", checkpoint.file_of(name).string(), name, e.what());
     }
@@ -187,15 +190,14 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : weight("lm_head.weight");
   if (prequantized > 0) {
     spdlog::info(
-        "{} linear weights are stored in bitsandbytes' NF4 layout (block size {}, double quant "
-        "{}) and are used as stored, without re-quantizing",
-        prequantized, stored_block_size, stored_double_quant ? "on" : "off");
-    if (options.nf4 && (options.nf4->block_size != stored_block_size ||
-                        options.nf4->double_quant != stored_double_quant)) {
+        "{} linear weights are stored in bitsandbytes' layout, {}, and are used as stored, "
+        "without re-quantizing",
+        prequantized, stored_format);
+    if (!stored_as_asked) {
       spdlog::warn(
-          "quantization.block_size / double_quant ({}, {}) differ from the stored NF4 weights; "
-          "they apply only to weights stored in full precision",
-          options.nf4->block_size, options.nf4->double_quant);
+          "the quantization section asks for {}, which differs from the stored weights ({}); it "
+          "applies only to weights stored in full precision",
+          quant::describe(options.format), stored_format);
     }
   }
   return w;

@@ -14,7 +14,7 @@ namespace qlt::model {
 
 struct LlamaLayerWeights {
   at::Tensor input_layernorm;  // [hidden]
-  // Frozen linear weights, dense or NF4:
+  // Frozen linear weights, in any format of quant/weight_format.h:
   adapters::FrozenWeight q_proj, k_proj, v_proj;  // [q_size, hidden], [kv_size, hidden] x2
   adapters::FrozenWeight o_proj;                  // [hidden, q_size]
   at::Tensor post_attention_layernorm;            // [hidden]
@@ -35,8 +35,9 @@ struct ExpectedTensor {
   std::vector<int64_t> shape;
 };
 
-// The decoder's linear weights, the ones NF4 may hold: "model.layers.{i}.self_attn.q_proj.weight"
-// and the other six projections (not embeddings, norms or lm_head).
+// The decoder's linear weights, the ones a quantized format may hold:
+// "model.layers.{i}.self_attn.q_proj.weight" and the other six projections (not embeddings, norms
+// or lm_head).
 bool is_decoder_linear(const std::string& name);
 
 // Every tensor a checkpoint of this config must hold, in file order.
@@ -45,15 +46,23 @@ std::vector<ExpectedTensor> expected_llama_tensors(const LlamaConfig& config);
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;  // linear weights and embeddings
   at::Device device = at::kCPU;
-  // When set, every decoder linear weight is quantized to NF4 on `device` as soon as it is
-  // read, so peak memory stays near one weight in full precision plus the quantized model.
-  // Embeddings, lm_head and norms stay in high precision (as bitsandbytes does).
-  std::optional<quant::Nf4Options> nf4;
+  // How decoder linear weights are stored. A quantized format quantizes each weight on
+  // `device` as soon as it is read, so peak memory stays near one weight in full precision
+  // plus the quantized model. Embeddings, lm_head and norms stay in high precision (as
+  // bitsandbytes does). Weights already stored in a quantized format (bnb NF4, GGUF Q4_1)
+  // are used as stored when they match the format (quant::matches).
+  quant::WeightFormat format = quant::DenseFormat{};
   // NaN or Inf in a floating-point tensor (weights, norms, NF4 scales) is a UserError naming
   // the tensor unless this is set (config model.allow_non_finite): a damaged file would
   // otherwise train or evaluate to "loss nan" with no hint of where it came from.
   bool allow_non_finite = false;
 };
+
+// Refuses NaN / Inf in `t` (a floating tensor as read, before any conversion): UserError naming
+// `file`, the tensor `name` and `what` (e.g. " (its NF4 absmax)"), the count and the first index,
+// and how to load it anyway (model.allow_non_finite). Callers skip it when that is set.
+void check_finite_weight(const std::string& file, const std::string& name, const at::Tensor& t,
+                         const char* what = "");
 
 // Checks names and shapes without reading data. Missing, unexpected and wrongly shaped tensors
 // are all reported together, by name and shape, in one UserError.

@@ -18,7 +18,7 @@
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
 #include "optim/clip_grad.h"
-#include "quant/nf4.h"
+#include "quant/weight_format.h"
 #include "train/activation_checkpoint.h"
 #include "train/fault_point.h"
 #include "train/resume_config.h"
@@ -78,16 +78,13 @@ void Trainer::setup() {
   check_stop_during_setup("checking the run folder");
 
   tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
-  model_ =
-      model::load_llama(cfg_.model.path, dtype_, device_,
-                        cfg_.quantization.type == "nf4"
-                            ? std::optional<quant::Nf4Options>(quant::Nf4Options{
-                                  cfg_.quantization.block_size, cfg_.quantization.double_quant})
-                            : std::nullopt,
-                        cfg_.model.allow_non_finite);
+  model_ = model::load_llama(cfg_.model.path, dtype_, device_,
+                             quant::weight_format(cfg_.quantization), cfg_.model.allow_non_finite);
   if (tokenizer_->vocab_size() > model_.config.vocab_size)
-    user_error("{}/tokenizer.model has {} tokens but config.json's vocab_size is {}",
-               cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
+    user_error(
+        "the tokenizer of {} has {} tokens but the model's vocabulary (embedding rows) is "
+        "{}: the tokenizer does not belong to this model",
+        cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
   check_stop_during_setup("loading the model");
   if (resume_checkpoint_) {
     exporter::load_peft_adapter(model_, *resume_checkpoint_ / kCheckpointAdapterDir);
@@ -119,8 +116,8 @@ void Trainer::setup() {
       "model {}: {} layers, frozen linears {} ({}), LoRA r={} alpha={} on {} -> {} "
       "trainable parameters; device {}",
       cfg_.model.path, model_.config.num_hidden_layers,
-      cfg_.quantization.type == "nf4" ? "NF4" : "dense", cfg_.model.compute_dtype, lora_.rank,
-      lora_.alpha, fmt::join(lora_.target_modules, ","), trainable, device_.str());
+      quant::describe(quant::weight_format(cfg_.quantization)), cfg_.model.compute_dtype,
+      lora_.rank, lora_.alpha, fmt::join(lora_.target_modules, ","), trainable, device_.str());
 }
 
 void Trainer::check_stop_during_setup(const char* phase) {

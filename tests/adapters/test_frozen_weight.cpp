@@ -12,8 +12,8 @@ void check_against_dense(at::ScalarType dtype, std::vector<int64_t> x_shape) {
   at::manual_seed(7);
   const int64_t out = 48, in = x_shape.back();
   auto w = at::randn({out, in}) * 0.05;
-  FrozenWeight frozen{{}, qlt::quant::quantize_nf4(w.to(dtype))};
-  FrozenWeight dense{frozen.materialize(dtype), std::nullopt};
+  FrozenWeight frozen{qlt::quant::quantize_nf4(w.to(dtype))};
+  FrozenWeight dense{frozen.materialize(dtype)};
 
   auto x1 = at::randn(x_shape).to(dtype).requires_grad_(true);
   auto x2 = x1.detach().clone().requires_grad_(true);
@@ -47,8 +47,8 @@ TEST_CASE("NF4 frozen linear equals a dense linear with the dequantized weight (
 TEST_CASE("NF4 frozen linear: two layers share the scratch buffer without interference",
           "[adapters][nf4]") {
   at::manual_seed(3);
-  FrozenWeight a{{}, qlt::quant::quantize_nf4(at::randn({64, 32}))};
-  FrozenWeight b{{}, qlt::quant::quantize_nf4(at::randn({16, 64}))};
+  FrozenWeight a{qlt::quant::quantize_nf4(at::randn({64, 32}))};
+  FrozenWeight b{qlt::quant::quantize_nf4(at::randn({16, 64}))};
   auto x = at::randn({2, 32}).requires_grad_(true);
   auto y = qlt::adapters::frozen_linear(qlt::adapters::frozen_linear(x, a), b);
   auto expected = at::linear(at::linear(x, a.materialize(at::kFloat)), b.materialize(at::kFloat));

@@ -93,7 +93,7 @@ TEST_CASE("bad LoRA options are user errors naming the option", "[adapters][lora
 TEST_CASE("adapted_linear: no adapter is exactly frozen_linear; fp32 adds B A x * scaling",
           "[adapters][lora]") {
   at::manual_seed(3);
-  FrozenWeight base{at::randn({24, 40}) * 0.1, std::nullopt};
+  FrozenWeight base{at::randn({24, 40}) * 0.1};
   auto x = at::randn({2, 5, 40});
   CHECK(at::equal(qlt::adapters::adapted_linear(x, base, std::nullopt, {}),
                   qlt::adapters::frozen_linear(x, base)));
@@ -101,21 +101,21 @@ TEST_CASE("adapted_linear: no adapter is exactly frozen_linear; fp32 adds B A x 
   auto lora = random_lora(40, 24, 4, 1.5);
   auto y = qlt::adapters::adapted_linear(x, base, lora, {});
   auto expected =
-      at::matmul(x, base.dense.t()) + at::matmul(at::matmul(x, lora.A.t()), lora.B.t()) * 1.5;
+      at::matmul(x, base.dense().t()) + at::matmul(at::matmul(x, lora.A.t()), lora.B.t()) * 1.5;
   CHECK(at::allclose(y, expected, 1e-6, 1e-6));
   // Only the adapter gets gradients (the dense base weight is not a leaf with requires_grad).
   y.sum().backward();
   CHECK(lora.A.grad().defined());
   CHECK(lora.B.grad().defined());
-  CHECK(!base.dense.grad().defined());
+  CHECK(!base.dense().grad().defined());
 }
 
 TEST_CASE("adapted_linear dtype handling follows PEFT lora.Linear and bnb Linear4bit (bf16)",
           "[adapters][lora]") {
   at::manual_seed(4);
   auto w = (at::randn({32, 64}) * 0.1).to(at::kBFloat16);
-  FrozenWeight dense{w, std::nullopt};
-  FrozenWeight nf4{{}, qlt::quant::quantize_nf4(w)};
+  FrozenWeight dense{w};
+  FrozenWeight nf4{qlt::quant::quantize_nf4(w)};
   auto x = at::randn({3, 64}).to(at::kBFloat16);
   auto lora = random_lora(64, 32, 8, 2.0);
   auto delta = at::linear(at::linear(x.to(at::kFloat), lora.A), lora.B) * 2.0;  // fp32
@@ -163,7 +163,7 @@ TEST_CASE("LoRA dropout: identity in eval, seeded Bernoulli mask / (1-p) in trai
 TEST_CASE("adapted_linear drops out only the adapter input, in training",
           "[adapters][lora][dropout]") {
   at::manual_seed(5);
-  FrozenWeight base{at::randn({16, 32}) * 0.1, std::nullopt};
+  FrozenWeight base{at::randn({16, 32}) * 0.1};
   auto x = at::randn({4, 32});
   auto lora = random_lora(32, 16, 2, 0.5);
   auto gen = seeded(21);
@@ -171,7 +171,7 @@ TEST_CASE("adapted_linear drops out only the adapter input, in training",
   auto y = qlt::adapters::adapted_linear(x, base, lora, {0.3, true, gen});
   auto mask = at::empty({4, 32}).bernoulli_(0.7, replay).div_(0.7);
   auto expected =
-      at::linear(x, base.dense) + at::linear(at::linear(x * mask, lora.A), lora.B) * 0.5;
+      at::linear(x, base.dense()) + at::linear(at::linear(x * mask, lora.A), lora.B) * 0.5;
   CHECK(at::allclose(y, expected, 1e-6, 1e-6));
   // Eval mode: no dropout, same generator untouched.
   auto y_eval = qlt::adapters::adapted_linear(x, base, lora, {0.3, false, gen});

@@ -53,8 +53,9 @@ TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its 
       REQUIRE(w->quantized());
       // Not re-quantized: the codes are the file's bytes.
       const std::string prefix = "model.layers." + std::to_string(i) + "." + name + ".weight";
-      CHECK(at::equal(w->nf4->packed, file.tensor(prefix)));
-      CHECK(at::equal(w->nf4->absmax, file.tensor(prefix + ".absmax")));
+      const auto& q = std::get<qlt::quant::Nf4Tensor>(w->stored);
+      CHECK(at::equal(q.packed, file.tensor(prefix)));
+      CHECK(at::equal(q.absmax, file.tensor(prefix + ".absmax")));
       ++quantized;
     }
   }

@@ -259,7 +259,7 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
     for (size_t i = 0; i < dense.weights.layers.size(); ++i) {
       const auto& q = nf4.weights.layers[i].*member;
       REQUIRE(q.quantized());
-      dense.weights.layers[i].*member = {q.materialize(at::kFloat), std::nullopt};
+      dense.weights.layers[i].*member = qlt::adapters::FrozenWeight(q.materialize(at::kFloat));
     }
   }
   const auto adapter = kFixtures / "lora_llama_gqa/adapter";

@@ -48,10 +48,11 @@ TEST_CASE("a weight holding NaN or Inf is refused, naming the tensor", "[model][
       qlt::test::TempDir tmp;
       const fs::path dir = tmp / "model";
       spoil_copy(dir, c.tensor, c.value);
-      for (const bool nf4 : {false, true}) {
-        const auto options =
-            nf4 ? std::optional<qlt::quant::Nf4Options>(qlt::quant::Nf4Options{64, true})
-                : std::nullopt;
+      for (const qlt::quant::WeightFormat& options :
+           {qlt::quant::WeightFormat{qlt::quant::DenseFormat{}},
+            qlt::quant::WeightFormat{qlt::quant::Nf4Options{64, true}},
+            qlt::quant::WeightFormat{qlt::quant::Int4Options{32}}}) {
+        INFO(qlt::quant::describe(options));
         REQUIRE_THROWS_WITH(qlt::model::load_llama(dir, at::kFloat, at::kCPU, options),
                             Contains(c.tensor) && Contains("1 NaN/Inf value") &&
                                 Contains("flat index 5") &&
