@@ -1,5 +1,6 @@
 // `qlora-train inspect`: what a model is and what it will cost, read from config.json and the
-// safetensors headers only (no weight data is read).
+// safetensors headers, or from a GGUF file's metadata (no weight data is read except to measure
+// the quantization error of a planned format).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -13,7 +14,9 @@
 #include "core/config.h"
 #include "core/device.h"
 #include "core/errors.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
+#include "model/llama_gguf.h"
 #include "model/llama_weights.h"
 #include "quant/bnb_layout.h"
 #include "quant/nf4.h"
@@ -104,28 +107,92 @@ int64_t print_stored_nf4(const io::SafetensorsCheckpoint& checkpoint, const mode
   return bytes;
 }
 
-int run_inspect(const ConfigArgs& args) {
-  TrainConfig cfg = load_config(args.config_path, args.overrides);
-  const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
-  // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
-  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
-  auto c = model::read_llama_config(cfg.model.path);
-  auto checkpoint = io::SafetensorsCheckpoint::open(cfg.model.path);
-  model::check_llama_tensors(checkpoint, c);
-
+void print_architecture(const std::string& path, const std::string& stored_as,
+                        const model::LlamaConfig& c) {
   std::string rope = c.rope_scaling.llama3
                          ? fmt::format("llama3 (factor {}, low {}, high {}, original context {})",
                                        c.rope_scaling.factor, c.rope_scaling.low_freq_factor,
                                        c.rope_scaling.high_freq_factor,
                                        c.rope_scaling.original_max_position_embeddings)
                          : "none";
-  fmt::print("model {} (LLaMA, stored as {})\n", cfg.model.path, c.torch_dtype);
+  fmt::print("model {} (LLaMA, stored as {})\n", path, stored_as);
   fmt::print("  layers {}  hidden {}  intermediate {}  heads {} (kv heads {}, head_dim {})\n",
              c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
              c.num_key_value_heads, c.head_dim);
   fmt::print("  vocab {}  context {}  rms_norm_eps {}  rope_theta {}  rope_scaling {}\n",
              c.vocab_size, c.max_position_embeddings, c.rms_norm_eps, c.rope_theta, rope);
   fmt::print("  tied embeddings: {}\n", c.tie_word_embeddings ? "yes" : "no");
+}
+
+// A GGUF model: architecture from its metadata, tensors by ggml type, and the memory the
+// frozen linears take in the configured format (Q4_1 linears are kept as stored under int4
+// group 32; every other combination converts them on load).
+int inspect_gguf(const TrainConfig& cfg, const tokenizer::Tokenizer& tokenizer) {
+  const auto file = io::GgufFile::open(cfg.model.path);
+  const auto c = model::llama_config_from_gguf(file);
+  const quant::WeightFormat format = quant::weight_format(cfg.quantization);
+  const double compute_elem =
+      static_cast<double>(at::elementSize(parse_compute_dtype(cfg.model.compute_dtype)));
+  print_architecture(cfg.model.path, fmt::format("GGUF v{}", file.version()), c);
+  fmt::print("tokenizer: {} tokens, bos {}, eos {}\n", tokenizer.vocab_size(), tokenizer.bos_id(),
+             tokenizer.eos_id());
+  std::map<std::string, std::pair<int64_t, const io::GgufTensorInfo*>> groups;
+  std::vector<std::string> order;
+  const std::regex layer_index(R"(^blk\.\d+\.)");
+  double disk = 0, memory = 0, linear_params = 0, linear_disk = 0;
+  for (const auto& t : file.tensors()) {
+    const auto pattern = std::regex_replace(t.name, layer_index,
+                                            fmt::format("blk.{{0..{}}}.", c.num_hidden_layers - 1));
+    auto [it, fresh] = groups.try_emplace(pattern, 0, &t);
+    if (fresh) order.push_back(pattern);
+    ++it->second.first;
+    disk += static_cast<double>(t.nbytes);
+    const std::string hf = model::hf_name_of_gguf_tensor(t.name);
+    if (model::is_decoder_linear(hf)) {
+      linear_params += static_cast<double>(t.numel());
+      linear_disk += static_cast<double>(t.nbytes);
+    } else {
+      memory += static_cast<double>(t.numel()) *
+                (hf.find("norm") != std::string::npos ? 4.0 : compute_elem);
+    }
+  }
+  fmt::print("tensors ({} in one GGUF file)\n", file.tensors().size());
+  for (const auto& pattern : order) {
+    const auto& [count, info] = groups[pattern];
+    const auto traits = io::ggml_type_traits(static_cast<uint32_t>(info->type));
+    fmt::print("  {:<36} {:>3} x {:<14} {}\n", pattern, count,
+               fmt::format("[{}]", fmt::join(info->torch_shape(), ", ")),
+               traits ? traits->name : "?");
+  }
+  // Bytes per weight of the frozen linears in memory: the file's when kept as stored.
+  double linear_memory = linear_params * compute_elem;
+  if (const auto* int4 = std::get_if<quant::Int4Options>(&format))
+    linear_memory = linear_params * (4.0 + 0.5 * static_cast<double>(int4->group_size)) /
+                    static_cast<double>(int4->group_size);
+  else if (const auto* nf4 = std::get_if<quant::Nf4Options>(&format))
+    linear_memory = linear_params *
+                    (0.5 + (nf4->double_quant ? 1.0 : 4.0) / static_cast<double>(nf4->block_size));
+  fmt::print("memory\n");
+  fmt::print("  on disk            {}\n", mib(disk));
+  fmt::print(
+      "  weights in memory  {} ({} compute, norms float32, decoder linears {}; {} in the "
+      "file)\n",
+      mib(memory + linear_memory), cfg.model.compute_dtype, quant::describe(format),
+      mib(linear_disk));
+  return kExitOk;
+}
+
+int run_inspect(const ConfigArgs& args) {
+  TrainConfig cfg = load_config(args.config_path, args.overrides);
+  const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
+  // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
+  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
+  if (io::is_gguf_file(cfg.model.path)) return inspect_gguf(cfg, tokenizer);
+  auto c = model::read_llama_config(cfg.model.path);
+  auto checkpoint = io::SafetensorsCheckpoint::open(cfg.model.path);
+  model::check_llama_tensors(checkpoint, c);
+
+  print_architecture(cfg.model.path, c.torch_dtype, c);
   fmt::print("tokenizer {}/tokenizer.model: {} pieces, bos {}, eos {}, unk {}\n", cfg.model.path,
              tokenizer.vocab_size(), tokenizer.bos_id(), tokenizer.eos_id(), tokenizer.unk_id());
 
