@@ -50,21 +50,62 @@ enum class GgufValueType : uint32_t {
   FLOAT64 = 12,
 };
 std::string_view gguf_value_type_name(GgufValueType type);  // "UINT32", "ARRAY", ...
+// True for a type id the format defines (0..12).
+bool is_gguf_value_type(uint32_t type_id);
 
-inline constexpr int kMaxArrayDepth = 8;  // arrays of arrays of ... (the spec allows nesting)
+// Arrays of arrays of ... (the spec allows nesting; no real file nests at all): an array at
+// depth 1 may hold arrays down to depth kMaxArrayDepth.
+inline constexpr int kMaxArrayDepth = 8;
+// Metadata values in one file, array elements included (each costs ~48 bytes in memory). The
+// largest real vocabularies (262k tokens plus 500k merges) hold < 2 M; the cap keeps a small
+// file that claims huge arrays from costing gigabytes.
+inline constexpr uint64_t kMaxMetadataValues = uint64_t{1} << 24;
+// Longest key (docs/gguf.md: "at most 2^16-1 bytes").
+inline constexpr uint64_t kMaxKeyBytes = 65535;
 
 struct GgufValue;
 struct GgufArray {
   GgufValueType element_type = GgufValueType::UINT8;
-  std::vector<GgufValue> items;
+  std::vector<GgufValue> items;  // each of type element_type
 };
 
-// One metadata value. Integers keep their stored type in `type` and their value in u (unsigned
-// types and BOOL) or i (signed types); FLOAT32/FLOAT64 in f; STRING in s; ARRAY in a.
+// One metadata value. `type` is the stored type; the value is held as
+//   uint64_t     UINT8, UINT16, UINT32, UINT64
+//   int64_t      INT8, INT16, INT32, INT64
+//   double       FLOAT32 (exactly the stored float), FLOAT64
+//   bool         BOOL
+//   std::string  STRING (bytes as stored; GGUF says UTF-8, the reader does not check)
+//   GgufArray    ARRAY
+// Build values with the factories (GgufValue::u32(7), GgufValue::array(...)); the writer
+// refuses a value whose alternative or range does not fit its type.
 struct GgufValue {
   GgufValueType type = GgufValueType::UINT8;
   std::variant<uint64_t, int64_t, double, bool, std::string, GgufArray> value;
+
+  static GgufValue u8(uint8_t v) { return {GgufValueType::UINT8, uint64_t{v}}; }
+  static GgufValue i8(int8_t v) { return {GgufValueType::INT8, int64_t{v}}; }
+  static GgufValue u16(uint16_t v) { return {GgufValueType::UINT16, uint64_t{v}}; }
+  static GgufValue i16(int16_t v) { return {GgufValueType::INT16, int64_t{v}}; }
+  static GgufValue u32(uint32_t v) { return {GgufValueType::UINT32, uint64_t{v}}; }
+  static GgufValue i32(int32_t v) { return {GgufValueType::INT32, int64_t{v}}; }
+  static GgufValue f32(float v) { return {GgufValueType::FLOAT32, double{v}}; }
+  static GgufValue boolean(bool v) { return {GgufValueType::BOOL, v}; }
+  static GgufValue str(std::string v) { return {GgufValueType::STRING, std::move(v)}; }
+  static GgufValue u64(uint64_t v) { return {GgufValueType::UINT64, v}; }
+  static GgufValue i64(int64_t v) { return {GgufValueType::INT64, v}; }
+  static GgufValue f64(double v) { return {GgufValueType::FLOAT64, v}; }
+  static GgufValue array(GgufValueType element_type, std::vector<GgufValue> items) {
+    return {GgufValueType::ARRAY, GgufArray{element_type, std::move(items)}};
+  }
+  static GgufValue string_array(const std::vector<std::string>& items);
 };
+
+// Same type, same value; floats compare by bit pattern (NaN == NaN of the same bits), so a
+// value read back from a file equals what was written.
+bool operator==(const GgufValue& a, const GgufValue& b);
+// "UINT32 7", "STRING \"llama\"", "ARRAY of 3 STRING", ... for messages (short; strings and
+// long arrays abridged, bytes that are not printable ASCII escaped).
+std::string describe(const GgufValue& value);
 
 struct GgufTensorInfo {
   std::string name;
@@ -79,7 +120,8 @@ struct GgufTensorInfo {
 
 class GgufFile {
  public:
-  // Maps and validates `path`. UserError on any malformed content (see above).
+  // Maps and validates `path`. UserError on any malformed content (see above). The bytes are
+  // mapped (io/mapped_file.h), not read: tensor_bytes() pages them in when touched.
   static GgufFile open(const std::filesystem::path& path);
   // Parses a file already in memory (the fuzz harness; tests of crafted bytes). `origin`
   // names it in errors. The bytes must outlive the GgufFile.
@@ -89,13 +131,16 @@ class GgufFile {
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }  // file offset of the data section
+  uint64_t size() const { return bytes_.size(); }        // bytes in the file
 
   // Metadata in file order, and by key.
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return metadata_; }
   const GgufValue* find(const std::string& key) const;  // nullptr when absent
 
   // Typed accessors. A missing key or a value of another type is a UserError naming the key,
-  // the type found and the file. Integer getters accept any integer type whose value fits.
+  // the value found and the file. Integer getters accept any integer type (not BOOL) whose
+  // value fits; get_float accepts FLOAT32 and FLOAT64; the array getters want an ARRAY of
+  // STRING / of FLOAT32 or FLOAT64 / of integers.
   std::string get_string(const std::string& key) const;
   uint64_t get_uint(const std::string& key) const;
   int64_t get_int(const std::string& key) const;
@@ -126,7 +171,8 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// True when `path` starts with the GGUF magic (the loader's test for "is this a GGUF file").
+// True when `path` is a readable file that starts with the GGUF magic (the loader's test for
+// "is this a GGUF file"); never throws.
 bool is_gguf_file(const std::filesystem::path& path);
 
 }  // namespace qlt::io
