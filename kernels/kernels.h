@@ -71,4 +71,26 @@ void nf4_dequantize(const Nf4DeviceWeight& weight, void* out, DType out_dtype, c
 //   lut  [65536] uint8
 void nf4_nested_lut(uint8_t* lut, cudaStream_t stream);
 
+// ---- INT4 with asymmetric groups (GGUF Q4_1 blocks for groups of 32) ---------------------
+// Semantics: kernels/int4_layout.h (the `gguf` package's Q4_1 quantizer and dequantizer, bit
+// for bit); the CPU reference is src/quant/int4.cpp and tests/gpu/test_int4_kernels.cpp
+// compares the two exactly. group_size must be 32, 64 or 128 (else std::invalid_argument).
+// A group is `group_size` consecutive elements of the row-major [out, in] weight (in is a
+// multiple of group_size, so no group crosses a row); n_groups = out * in / group_size.
+
+// Round-to-nearest quantization.
+//   x       [n_groups * group_size] of `dtype` (fp32 / fp16 / bf16)
+//   blocks  [n_groups * (4 + group_size / 2)] uint8: per group fp16 d, fp16 m, then the codes
+//           two per byte (element j in the low nibble of byte j, j + group_size/2 in the high)
+void int4_quantize(const void* x, DType dtype, int64_t n_groups, int group_size, uint8_t* blocks,
+                   cudaStream_t stream);
+
+// Dequantization: out = cast_rne(d * q + m), one fp32 multiply and one fp32 add (no FMA).
+//   blocks  [n_groups * (4 + group_size / 2)] uint8, as int4_quantize writes them
+//   out     [n_groups * group_size] of `out_dtype`
+// Fast path when blocks is 4-byte and out 16-byte aligned (any cudaMalloc / caching-allocator
+// buffer); other alignments take a slower scalar path with identical results.
+void int4_dequantize(const uint8_t* blocks, int64_t n_groups, int group_size, void* out,
+                     DType out_dtype, cudaStream_t stream);
+
 }  // namespace qlt::kernels
