@@ -8,14 +8,21 @@
 // Strings are u64 length + bytes (no terminator). Version 1 (u32 counts) is refused.
 //
 // The reader never trusts the file: every count, length, offset and size is bounds- and
-// overflow-checked against the mapped file before it is used, and a bad file is a UserError
-// naming the file and the key or tensor (exit 2), never a crash or an out-of-bounds read.
-// Refused: bad magic; a version other than 2 or 3; truncation anywhere; a duplicate key or
-// tensor name; an unknown metadata value type; arrays nested deeper than kMaxArrayDepth; a
-// general.alignment that is not a power of two (or not u32); an unknown ggml type; more than
-// 4 dims; a dim < 1 or dims whose product overflows int64; a row size (ne[0]) that is not a
-// multiple of the type's block; tensor data that is misaligned or outside the file; tensors
-// whose data overlap.
+// overflow-checked against the mapped file before it is used (a count is bounded by the bytes
+// left before anything is reserved for it, so a 1 KB file claiming a 2^60-element array costs
+// nothing), and a bad file is a UserError "bad GGUF file F: key 'K' (byte N): what; how to
+// fix" naming the file and the key or tensor (exit 2), never a crash or an out-of-bounds read.
+// Refused: bad magic (an old GGML/GGJT file is named as such); a version other than 2 or 3
+// (a byte-swapped version is named as a big-endian file); truncation anywhere; a duplicate key
+// or tensor name; a key over kMaxKeyBytes; an unknown metadata value type; a BOOL byte other
+// than 0 or 1; arrays nested deeper than kMaxArrayDepth; more than kMaxMetadataValues values;
+// a general.alignment that is not a UINT32 power of two; an unknown or removed ggml type; 0 or
+// more than 4 dims; a dim < 1 (or > INT64_MAX, "negative") or dims whose product overflows
+// int64; a row size (ne[0]) that is not a multiple of the type's block; a byte size that
+// overflows; tensor data that is misaligned or outside the file; tensors whose data overlap.
+// Not checked: that strings are UTF-8 and keys lower_snake_case (docs/gguf.md asks for both;
+// real files are read as they are); that the data of tensors is what its type allows (NaN
+// scales etc.: the dequantizers and the loader's finite check see to that).
 #pragma once
 
 #include <cstdint>
@@ -155,7 +162,7 @@ class GgufFile {
   const GgufTensorInfo* find_tensor(const std::string& name) const;  // nullptr when absent
   const GgufTensorInfo& tensor(const std::string& name) const;  // UserError naming it if absent
   // The tensor's bytes inside the mapping (bounds checked at open; valid while this object
-  // or a copy of it lives).
+  // or a copy of it lives). `info` must be one of this file's tensors().
   std::span<const uint8_t> tensor_bytes(const GgufTensorInfo& info) const;
 
  private:

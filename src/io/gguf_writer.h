@@ -14,6 +14,10 @@
 // Dims are in GGUF order, ne[0] (the row length, fastest varying) first: a PyTorch [out, in]
 // weight has dims {in, out}.
 //
+// llama.cpp reads what this writes (its gguf.cpp wants exactly these offsets) except nested
+// arrays, which it refuses ("invalid GGUF type"): a file meant for llama.cpp must not hold
+// an ARRAY of ARRAY (the gguf Python package reads them).
+//
 // Refused with a UserError naming the key or tensor: a key added twice, an empty key or one
 // over 65535 bytes; a value whose held alternative or range does not fit its type, an array
 // item of another type than the array's, arrays nested deeper than kMaxArrayDepth;
