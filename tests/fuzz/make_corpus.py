@@ -89,6 +89,68 @@ def safetensors_seeds():
     put(h, "metadata-only.safetensors", safetensors_bytes([], {"format": "pt"}))
 
 
+# ---- GGUF ----------------------------------------------------------------------------------
+
+
+def gguf_value(vtype, value):
+    """GGUF encoding of one value (type ids of docs/gguf.md; arrays as (element type, items))."""
+    scalar = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+              10: "<Q", 11: "<q", 12: "<d"}
+    if vtype in scalar:
+        return struct.pack(scalar[vtype], value)
+    if vtype == 8:
+        raw = value.encode() if isinstance(value, str) else value
+        return struct.pack("<Q", len(raw)) + raw
+    etype, items = value
+    return struct.pack("<IQ", etype, len(items)) + b"".join(gguf_value(etype, v) for v in items)
+
+
+def gguf_bytes(kvs, tensors, version=3, alignment=32):
+    """kvs: [(key, type, value)]; tensors: [(name, ggml type, dims ne[0] first, bytes)]."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs))
+    for key, vtype, value in kvs:
+        out += gguf_value(8, key) + struct.pack("<I", vtype) + gguf_value(vtype, value)
+    offset, data = 0, b""
+    for name, gtype, dims, blob in tensors:
+        out += gguf_value(8, name) + struct.pack("<I", len(dims))
+        out += b"".join(struct.pack("<Q", d) for d in dims) + struct.pack("<IQ", gtype, offset)
+        pad = b"\0" * (-len(blob) % alignment)
+        data += blob + pad
+        offset += len(blob) + len(pad)
+    return out + b"\0" * (-len(out) % alignment) + data
+
+
+def gguf_seeds():
+    h = "gguf"
+    fixtures = REPO / "tests/fixtures/gguf"
+    for name in ["python_writer.gguf", "python_writer_align64.gguf"]:  # gguf package's writer
+        put(h, name, (fixtures / name).read_bytes())
+    v2 = bytearray((fixtures / "python_writer_align64.gguf").read_bytes())
+    v2[4] = 2  # version 2 shares the layout of 3
+    put(h, "version2.gguf", bytes(v2))
+    # Every value type, nested arrays (mixed inner types, an empty one), a tokenizer-like vocab.
+    kvs = [("general.architecture", 8, "llama"), ("u8", 0, 255), ("i8", 1, -1), ("u16", 2, 7),
+           ("i16", 3, -300), ("u32", 4, 1 << 31), ("i32", 5, -5), ("f32", 6, 0.5), ("b", 7, True),
+           ("u64", 10, 1 << 63), ("i64", 11, -(1 << 40)), ("f64", 12, -2.25),
+           ("nested", 9, (9, [(5, [1, 2]), (8, ["a", ""]), (9, [(7, [False])]), (0, [])])),
+           ("tokenizer.ggml.tokens", 9, (8, ["<unk>", "<s>", "\u2581a", "<0x0A>"])),
+           ("tokenizer.ggml.scores", 9, (6, [0.0, -1.0, -2.0, -3.0])),
+           ("general.alignment", 4, 16)]
+    put(h, "every-value-type.gguf", gguf_bytes(kvs, [("w", 0, [4], bytes(range(16)))],
+                                               alignment=16))
+    # Quantized tensor infos: K-quants, Q8_0, Q4_1, BF16, a 4-dim tensor, at alignment 32.
+    qt = [("blk.0.attn_q.weight", 12, [256, 1], bytes(144)),        # Q4_K
+          ("blk.0.attn_k.weight", 14, [256, 1], bytes(range(210))),  # Q6_K
+          ("blk.0.attn_v.weight", 13, [256, 1], bytes(176)),         # Q5_K
+          ("token_embd.weight", 8, [32, 2], bytes(68)),              # Q8_0
+          ("blk.0.ffn_up.weight", 3, [32, 1], bytes(20)),            # Q4_1
+          ("blk.0.ffn_down.weight", 2, [32, 1], bytes(18)),          # Q4_0
+          ("output_norm.weight", 30, [2, 1, 1, 2], bytes(8))]        # BF16, 4 dims
+    put(h, "quantized-infos.gguf", gguf_bytes([("general.architecture", 8, "llama")], qt))
+    put(h, "header-only.gguf", gguf_bytes([], []))
+    put(h, "metadata-only-v2.gguf", gguf_bytes([("general.name", 8, "x")], [], version=2))
+
+
 # ---- config --------------------------------------------------------------------------------
 
 
@@ -222,6 +284,7 @@ def main():
     args = ap.parse_args()
     run = args.run
     safetensors_seeds()
+    gguf_seeds()
     config_seeds(run)
     jsonl_seeds()
     peft_seeds(run)
