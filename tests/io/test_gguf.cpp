@@ -489,3 +489,31 @@ TEST_CASE("gguf writer: refuses what the reader (or llama.cpp) would refuse", "[
   CHECK(file.metadata().size() == 1);
   CHECK(file.tensors().size() == 1);
 }
+
+TEST_CASE("gguf: the real SmolLM2 Q4_1 file reads, and our writer rewrites it byte for byte",
+          "[gguf][smollm2]") {
+  // Fetched by scripts/models/smollm2.sh (scripts/test.sh runs it); absent on a bare checkout.
+  const fs::path path = fs::path(QLT_SOURCE_DIR) / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!fs::exists(path)) {
+    WARN("skipped: " << path << " is absent (scripts/models/smollm2.sh fetches it)");
+    return;
+  }
+  const GgufFile file = GgufFile::open(path);
+  CHECK(file.version() == 3);
+  CHECK(file.metadata().size() == 33);
+  CHECK(file.get_string("general.architecture") == "llama");
+  CHECK(file.get_uint("llama.block_count") == 30);
+  CHECK(file.get_string("tokenizer.ggml.pre") == "smollm");
+  CHECK(file.get_string_array("tokenizer.ggml.tokens").size() == 49152);
+  CHECK(file.get_string_array("tokenizer.ggml.merges").size() == 48900);
+  REQUIRE(file.tensors().size() == 272);  // 210 Q4_1 linears, Q8_0 embedding, 61 F32 norms
+  int q4_1 = 0;
+  for (const auto& t : file.tensors()) q4_1 += t.type == GgmlType::Q4_1;
+  CHECK(q4_1 == 210);
+  const auto& embd = file.tensor("token_embd.weight");
+  CHECK(embd.type == GgmlType::Q8_0);
+  CHECK(embd.torch_shape() == std::vector<int64_t>{49152, 576});
+  const std::string rewritten = rewrite(file).to_bytes();
+  REQUIRE(rewritten.size() == file.size());
+  CHECK(rewritten == qlt::test::read_bytes(path));
+}
