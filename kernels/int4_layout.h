@@ -40,6 +40,7 @@ namespace qlt::int4 {
 inline constexpr int kMaxQ = 15;
 inline constexpr int kDefaultGroupSize = 32;
 inline constexpr int kGroupSizes[] = {32, 64, 128};
+inline constexpr int kMaxGroupSize = 128;
 inline constexpr int kDOffset = 0;   // fp16 d
 inline constexpr int kMOffset = 2;   // fp16 m
 inline constexpr int kQsOffset = 4;  // packed codes

@@ -90,27 +90,46 @@ float max_total(float a, float b) {
   return std::signbit(a) ? b : a;
 }
 
+// min_total / max_total over x[0, g): the result of the sequential loop, computed with plain
+// comparisons (which compile to branchless minss/maxss) and the two rare cases, a NaN and a
+// zero extreme (whose sign the plain comparisons leave to chance), redone exactly.
+void group_min_max(const float* x, int64_t g, float& mn_out, float& mx_out) {
+  float mn = x[0], mx = x[0];
+  bool nan = false;
+  for (int64_t i = 1; i < g; ++i) {
+    mn = x[i] < mn ? x[i] : mn;
+    mx = x[i] > mx ? x[i] : mx;
+  }
+  for (int64_t i = 0; i < g; ++i) nan |= std::isnan(x[i]);
+  if (nan || mn == 0.0f || mx == 0.0f) {
+    mn = mx = x[0];
+    for (int64_t i = 1; i < g; ++i) {
+      mn = min_total(mn, x[i]);
+      mx = max_total(mx, x[i]);
+    }
+  }
+  mn_out = mn;
+  mx_out = mx;
+}
+
 // One group of `g` fp32 values -> one block of int4::block_bytes(g) bytes.
 void quantize_group(const float* x, int64_t g, uint8_t* block) {
-  float mn = x[0], mx = x[0];
-  for (int64_t i = 1; i < g; ++i) {
-    mn = min_total(mn, x[i]);
-    mx = max_total(mx, x[i]);
-  }
+  float mn = 0.0f, mx = 0.0f;
+  group_min_max(x, g, mn, mx);
   const float d = (mx - mn) / 15.0f;
   const float id = d == 0.0f ? 0.0f : 1.0f / d;
+  // Three roundings (subtract, multiply, add), then truncation; a value outside [0, 16) is
+  // NaN or +inf (see int4_layout.h) and becomes 0 (selected before the conversion, so that the
+  // float -> int cast is always defined).
+  uint8_t q[int4::kMaxGroupSize];
+  for (int64_t j = 0; j < g; ++j) {
+    const float v = (x[j] - mn) * id + 0.5f;
+    const float in_range = (v >= 0.0f && v < 16.0f) ? v : 0.0f;
+    q[j] = static_cast<uint8_t>(static_cast<int32_t>(in_range));
+  }
   uint8_t* qs = block + int4::kQsOffset;
   const int64_t half = g / 2;
-  for (int64_t j = 0; j < half; ++j) {
-    uint8_t q[2];
-    for (int k = 0; k < 2; ++k) {
-      // Three roundings (subtract, multiply, add), then truncation; a value outside [0, 16)
-      // is NaN or +inf (see int4_layout.h) and becomes 0.
-      const float v = (x[j + k * half] - mn) * id + 0.5f;
-      q[k] = (v >= 0.0f && v < 16.0f) ? static_cast<uint8_t>(v) : uint8_t{0};
-    }
-    qs[j] = static_cast<uint8_t>(q[0] | (q[1] << 4));
-  }
+  for (int64_t j = 0; j < half; ++j) qs[j] = static_cast<uint8_t>(q[j] | (q[j + half] << 4));
   const ggml::ggml_half d16 = ggml::fp32_to_fp16(d), m16 = ggml::fp32_to_fp16(mn);
   std::memcpy(block + int4::kDOffset, &d16, sizeof(d16));
   std::memcpy(block + int4::kMOffset, &m16, sizeof(m16));
