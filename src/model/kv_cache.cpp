@@ -42,4 +42,16 @@ void KvCache::advance(int64_t t) {
   length += t;
 }
 
+void KvCache::grow(int64_t new_capacity) {
+  TORCH_CHECK(new_capacity >= length, "KvCache::grow: capacity ", new_capacity,
+              " below the length ", length);
+  for (auto* layers : {&keys, &values}) {
+    for (auto& t : *layers) {
+      auto bigger = at::zeros({t.size(0), t.size(1), new_capacity, t.size(3)}, t.options());
+      bigger.narrow(2, 0, length).copy_(t.narrow(2, 0, length));
+      t = bigger;
+    }
+  }
+}
+
 }  // namespace qlt::model

@@ -28,6 +28,10 @@ struct KvCache {
   // `length` itself is advanced by advance(t) once every layer has appended.
   std::pair<at::Tensor, at::Tensor> append(int64_t layer, const at::Tensor& k, const at::Tensor& v);
   void advance(int64_t t);
+
+  // Reallocates every layer to `capacity` positions (>= length), keeping positions [0, length):
+  // lets a caller start small and double as a generation grows.
+  void grow(int64_t capacity);
 };
 
 // An empty cache (length 0) for `batch` sequences of up to `capacity` positions, zero-filled.
