@@ -238,7 +238,7 @@ LlamaWeights load_llama_weights_gguf(const io::GgufFile& file, const LlamaConfig
     if (info.type == io::GgmlType::Q4_1 && int4_g32) {
       // Used as stored: the Q4_1 blocks ARE INT4 group 32 (quant/int4.h).
       quant::Int4Tensor q =
-          quant::int4_from_q4_1(file.tensor_bytes(info), shape[0], shape[1], options.dtype);
+          quant::int4_from_q4_1(file.tensor_bytes(info), shape[0], shape[1], options.dtype, gname);
       if (!options.allow_non_finite) {
         // d and m are the first 4 bytes of each 20-byte block: check them as fp16.
         check_finite_weight(origin, gname, q.blocks.narrow(2, 0, 4).contiguous().view(at::kHalf),
