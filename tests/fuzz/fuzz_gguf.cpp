@@ -64,7 +64,9 @@ void check_file(const GgufFile& file, const uint8_t* data, size_t size) {
                    static_cast<unsigned long long>(file.size()), size);
 
   uint64_t sum = 0;
-  for (const auto& [key, value] : file.metadata()) {
+  for (const auto& entry : file.metadata()) {
+    const std::string& key = entry.first;  // not a structured binding: clang 14 cannot capture it
+    const GgufValue& value = entry.second;
     QLT_FUZZ_REQUIRE(file.find(key) == &value, "lookup of a key disagrees with metadata()");
     sum += walk(value, 0);
     try_get([&] { return file.get_string(key); });
