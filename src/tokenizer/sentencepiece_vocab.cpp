@@ -1,80 +1,27 @@
-// Tokenizer implemented with the SentencePiece library (Debian's libsentencepiece).
+// SentencePiece vocabularies with Debian's libsentencepiece.
+#include "tokenizer/sentencepiece_vocab.h"
+
 #include <sentencepiece_processor.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <system_error>
 
 #include "core/errors.h"
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/model_path.h"
 
 namespace qlt::tokenizer {
 
-Tokenizer::Tokenizer()
-    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()),
-      encoded_bytes_(std::make_unique<std::atomic<uint64_t>>(0)) {}
-Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
-Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
-Tokenizer::~Tokenizer() = default;
-
-namespace {
+SentencePieceVocab::SentencePieceVocab()
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {}
+SentencePieceVocab::SentencePieceVocab(SentencePieceVocab&&) noexcept = default;
+SentencePieceVocab& SentencePieceVocab::operator=(SentencePieceVocab&&) noexcept = default;
+SentencePieceVocab::~SentencePieceVocab() = default;
 
 namespace fs = std::filesystem;
 
-constexpr const char* kModelFolderHint =
-    "set model.path to a Hugging Face LLaMA model folder (config.json, *.safetensors, "
-    "tokenizer.model)";
-
-// The status of `path` (following symbolic links); a path the system refuses to look at
-// (too long, a file on the way, no permission) is a UserError naming it and what to do.
-fs::file_status checked_status(const fs::path& path, const char* what, const char* hint) {
-  std::error_code ec;
-  const fs::file_status status = fs::status(path, ec);
-  if (!ec || ec == std::errc::no_such_file_or_directory) return status;
-  if (ec == std::errc::filename_too_long)
-    user_error("{}; {}", path_too_long(what, path.native()), hint);
-  if (ec == std::errc::not_a_directory) {
-    user_error("{} {}: a file on the way is not a folder; {}", what, path.string(), hint);
-  }
-  if (!is_user_path_errno(ec.value()))
-    runtime_error("{} {}: cannot be read: {}", what, path.string(), ec.message());
-  user_error("{} {}: cannot be read ({}); {}", what, path.string(), ec.message(), hint);
-}
-
-}  // namespace
-
-void check_model_folder(const fs::path& model_dir) {
-  const fs::file_status dir = checked_status(model_dir, "model.path", kModelFolderHint);
-  if (!fs::exists(dir)) {
-    user_error("model.path {} does not exist; {}", model_dir.string(), kModelFolderHint);
-  }
-  if (fs::is_directory(dir)) return;
-  if (model_dir.extension() == ".gguf") {
-    user_error(
-        "model.path {} is a GGUF file; GGUF files are not supported yet: set model.path to the "
-        "Hugging Face LLaMA model folder it was made from (config.json, *.safetensors, "
-        "tokenizer.model)",
-        model_dir.string());
-  }
-  user_error("model.path {} is a file, not a folder; {}", model_dir.string(), kModelFolderHint);
-}
-
-Tokenizer Tokenizer::load(const fs::path& model_dir) {
-  // model.path is the first thing most commands touch: say what is wrong with it rather than
-  // complain about a tokenizer.model inside something that is not a model folder.
-  check_model_folder(model_dir);
-  const auto file = model_dir / "tokenizer.model";
-  const fs::file_status status = checked_status(file, "the tokenizer file", kModelFolderHint);
-  if (!fs::exists(status)) {
-    user_error(
-        "{}: not found; the model folder needs the SentencePiece tokenizer.model "
-        "(copy it from the original model)",
-        file.string());
-  }
-  return load_file(file);
-}
-
-Tokenizer Tokenizer::load_file(const fs::path& file) {
+SentencePieceVocab SentencePieceVocab::from_file(const fs::path& file) {
   const fs::file_status status = checked_status(file, "the tokenizer file",
                                                 "give the path of a SentencePiece tokenizer.model");
   if (fs::is_directory(status)) {
@@ -86,9 +33,9 @@ Tokenizer Tokenizer::load_file(const fs::path& file) {
   if (!fs::exists(status)) {
     user_error("{}: not found; give the path of a SentencePiece tokenizer.model", file.string());
   }
-  Tokenizer t;
-  t.path_ = file;
-  auto status_read = t.sp_->Load(file.string());
+  SentencePieceVocab v;
+  v.origin_ = file.string();
+  auto status_read = v.sp_->Load(file.string());
   if (!status_read.ok()) {
     // Load() reports an unreadable file (permissions, I/O) and a file that does not parse
     // alike; tell them apart by trying to open it.
@@ -105,50 +52,100 @@ Tokenizer Tokenizer::load_file(const fs::path& file) {
     }
     user_error("{}: cannot be read ({}); check its permissions", file.string(), std::strerror(err));
   }
-  if (t.sp_->GetPieceSize() <= 0) user_error("{}: the SentencePiece model is empty", file.string());
-  return t;
+  if (v.sp_->GetPieceSize() <= 0) user_error("{}: the SentencePiece model is empty", file.string());
+  return v;
 }
 
-std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {
-  encoded_bytes_->fetch_add(text.size(), std::memory_order_relaxed);
+SentencePieceVocab SentencePieceVocab::from_gguf(const std::string& serialized,
+                                                 const std::string& origin,
+                                                 std::vector<int32_t> types) {
+  SentencePieceVocab v;
+  v.origin_ = origin;
+  v.gguf_ = true;
+  const auto status = v.sp_->LoadFromSerializedProto(serialized);
+  if (!status.ok()) {
+    user_error(
+        "{}: the SentencePiece vocabulary (tokenizer.ggml.tokens, .scores, .token_type) is not "
+        "one the sentencepiece library accepts: {}",
+        origin, status.ToString());
+  }
+  std::vector<AddedToken> specials;
+  for (size_t id = 0; id < types.size(); ++id) {
+    if (types[id] == 2 || types[id] == 3 || types[id] == 4) {
+      specials.push_back({v.sp_->IdToPiece(static_cast<int>(id)), static_cast<int64_t>(id)});
+    }
+  }
+  v.types_ = std::move(types);
+  v.specials_ = AddedTokenMatcher(std::move(specials), AddedTokenRule::kLlamaCpp);
+  return v;
+}
+
+void SentencePieceVocab::encode_text(std::string_view text, std::vector<int64_t>& out) const {
   std::vector<int> pieces;
   auto status = sp_->Encode(text, &pieces);
-  if (!status.ok()) user_error("{}: cannot encode text: {}", path_.string(), status.ToString());
-  std::vector<int64_t> ids;
-  ids.reserve(pieces.size() + 2);
-  if (add_bos && bos_id() >= 0) ids.push_back(bos_id());
-  ids.insert(ids.end(), pieces.begin(), pieces.end());
-  if (add_eos && eos_id() >= 0) ids.push_back(eos_id());
-  return ids;
+  if (!status.ok()) user_error("{}: cannot encode text: {}", origin_, status.ToString());
+  out.insert(out.end(), pieces.begin(), pieces.end());
 }
 
-std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::vector<int> pieces;
-  pieces.reserve(ids.size());
-  for (int64_t id : ids) {
-    if (id < 0 || id >= vocab_size()) {
-      user_error("{}: token id {} is outside the vocabulary [0, {})", path_.string(), id,
-                 vocab_size());
-    }
-    pieces.push_back(static_cast<int>(id));
+void SentencePieceVocab::encode(std::string_view text, std::vector<int64_t>& out) const {
+  if (!gguf_) {
+    encode_text(text, out);
+    return;
   }
+  std::vector<TextSegment> segments;
+  specials_.split(text, segments);
+  for (const TextSegment& seg : segments) {
+    if (seg.id >= 0) {
+      out.push_back(seg.id);
+    } else if (seg.end > seg.begin) {
+      encode_text(text.substr(seg.begin, seg.end - seg.begin), out);
+    }
+  }
+}
+
+std::string SentencePieceVocab::decode(const std::vector<int64_t>& ids) const {
+  const auto decode_run = [&](auto begin, auto end, std::string& text) {
+    if (begin == end) return;
+    std::vector<int> pieces(begin, end);
+    std::string part;
+    auto status = sp_->Decode(pieces, &part);
+    if (!status.ok()) user_error("{}: cannot decode: {}", origin_, status.ToString());
+    text += part;
+  };
   std::string text;
-  auto status = sp_->Decode(pieces, &text);
-  if (!status.ok()) user_error("{}: cannot decode: {}", path_.string(), status.ToString());
+  if (!gguf_) {
+    decode_run(ids.begin(), ids.end(), text);
+    return text;
+  }
+  auto run = ids.begin();
+  for (auto it = ids.begin(); it != ids.end(); ++it) {
+    const int32_t type = types_[*it];
+    if (type == 2 || type == 3 || type == 4) {
+      decode_run(run, it, text);
+      text += sp_->IdToPiece(static_cast<int>(*it));
+      run = it + 1;
+    }
+  }
+  decode_run(run, ids.end(), text);
   return text;
 }
 
-int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
-int64_t Tokenizer::bos_id() const { return sp_->bos_id(); }
-int64_t Tokenizer::eos_id() const { return sp_->eos_id(); }
-int64_t Tokenizer::unk_id() const { return sp_->unk_id(); }
-
-std::string Tokenizer::id_to_piece(int64_t id) const {
-  if (id < 0 || id >= vocab_size()) {
-    user_error("{}: token id {} is outside the vocabulary [0, {})", path_.string(), id,
-               vocab_size());
-  }
+int64_t SentencePieceVocab::size() const { return sp_->GetPieceSize(); }
+std::string SentencePieceVocab::piece(int64_t id) const {
   return sp_->IdToPiece(static_cast<int>(id));
 }
+std::optional<int64_t> SentencePieceVocab::find(std::string_view piece) const {
+  const int id = sp_->PieceToId(piece);
+  // PieceToId answers unk_id for an unknown piece: only an exact match counts.
+  if (id < 0 || sp_->IdToPiece(id) != piece) return std::nullopt;
+  return id;
+}
+bool SentencePieceVocab::is_special(int64_t id) const {
+  return sp_->IsControl(static_cast<int>(id)) || sp_->IsUnknown(static_cast<int>(id));
+}
+int64_t SentencePieceVocab::library_bos() const { return sp_->bos_id(); }
+int64_t SentencePieceVocab::library_eos() const { return sp_->eos_id(); }
+int64_t SentencePieceVocab::library_unk() const { return sp_->unk_id(); }
+int64_t SentencePieceVocab::library_pad() const { return sp_->pad_id(); }
 
 }  // namespace qlt::tokenizer

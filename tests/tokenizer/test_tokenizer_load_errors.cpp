@@ -1,5 +1,5 @@
-// Tokenizer::load says what is wrong with model.path before it looks for tokenizer.model, and
-// names a tokenizer.model that is a folder.
+// Tokenizer::load says what is wrong with model.path (a folder or a GGUF file) before it looks
+// for the tokenizer files, and names a tokenizer.model that is a folder.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +13,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
-using qlt::tokenizer::check_model_folder;
+using qlt::tokenizer::check_model_path;
 using qlt::tokenizer::Tokenizer;
 
 }  // namespace
@@ -35,12 +35,20 @@ TEST_CASE("model.path problems are named before tokenizer.model is looked for",
         Tokenizer::load(file),
         Contains("model.path " + file.string() + " is a file, not a folder") && Contains(hint));
   }
-  SECTION("a GGUF file") {
+  SECTION("a GGUF file passes; a damaged one is named when it is read") {
     const fs::path file = tmp / "llama-7b.Q4_0.gguf";
-    std::ofstream(file) << "GGUF";
-    REQUIRE_THROWS_WITH(check_model_folder(file), Contains("is a GGUF file") &&
-                                                      Contains("not supported yet") &&
-                                                      Contains("Hugging Face LLaMA model folder"));
+    std::ofstream(file) << "GGUF";  // the magic, then nothing
+    CHECK_NOTHROW(check_model_path(file));
+    REQUIRE_THROWS_AS(Tokenizer::load(file), qlt::UserError);
+    REQUIRE_THROWS_WITH(Tokenizer::load(file), Contains(file.string()));
+  }
+  SECTION("a .gguf file that is not one") {
+    const fs::path file = tmp / "llama-7b.Q4_0.gguf";
+    std::ofstream(file) << "<html>404 not found</html>";
+    REQUIRE_THROWS_WITH(check_model_path(file), Contains("model.path " + file.string() +
+                                                         " is named .gguf but is not a "
+                                                         "GGUF file") &&
+                                                    Contains(hint));
   }
   SECTION("a file on the way") {
     const fs::path file = tmp / "file";
@@ -54,7 +62,7 @@ TEST_CASE("model.path problems are named before tokenizer.model is looked for",
                         Contains("model.path is too long (" + std::to_string(path.size()) +
                                  " characters; the system allows 4096 per path and 255 per name)"));
   }
-  SECTION("an existing folder passes") { CHECK_NOTHROW(check_model_folder(tmp.path)); }
+  SECTION("an existing folder passes") { CHECK_NOTHROW(check_model_path(tmp.path)); }
 }
 
 TEST_CASE("Tokenizer::load names a tokenizer.model that is a folder", "[tokenizer][errors]") {
