@@ -97,7 +97,9 @@ TEST_CASE("a model.path that does not exist or is a file says so, for every comm
   const fs::path config = write_config(tmp);
   const fs::path missing = tmp / "no-such-model";
   const fs::path gguf = tmp / "tiny.Q4_K_M.gguf";
-  std::ofstream(gguf) << "GGUF";
+  std::ofstream(gguf) << "GGUF";  // the magic, then nothing: a GGUF file, truncated
+  const fs::path not_gguf = tmp / "page.gguf";
+  std::ofstream(not_gguf) << "<html>404</html>";
   for (const std::string command : {"train", "eval", "inspect", "quantize"}) {
     INFO(command);
     const std::string base =
@@ -110,9 +112,14 @@ TEST_CASE("a model.path that does not exist or is a file says so, for every comm
     check_bad_input(run_qlora_train(base + " --set model.path=" + quoted(kTiny / "config.json")),
                     {"model.path " + (kTiny / "config.json").string() + " is a file, not a folder",
                      "set model.path to a Hugging Face LLaMA model folder"});
+    // A GGUF file is a model.path: this one is read, and found truncated (quantize, which
+    // reads Hugging Face folders only, names the path).
     check_bad_input(run_qlora_train(base + " --set model.path=" + quoted(gguf)),
-                    {"model.path " + gguf.string() + " is a GGUF file",
-                     "GGUF files are not supported yet", "Hugging Face LLaMA model folder"});
+                    command == "quantize" ? std::vector<std::string>{gguf.string()}
+                                          : std::vector<std::string>{gguf.string(), "truncated"});
+    check_bad_input(run_qlora_train(base + " --set model.path=" + quoted(not_gguf)),
+                    {"model.path " + not_gguf.string() + " is named .gguf but is not a GGUF file",
+                     "Hugging Face LLaMA model folder"});
     CHECK_FALSE(fs::exists(tmp / "out"));
   }
 }
