@@ -111,3 +111,25 @@ TEST_CASE("transformers' tokenizer.json of SmolLM2's GGUF gives Hugging Face's i
   CHECK_FALSE(original.add_bos_by_default());
   CHECK(original.encode("Hello", original.add_bos_by_default()) == std::vector<int64_t>{19556});
 }
+
+TEST_CASE("the fuzz seeds (every supported tokenizer.json part) give Hugging Face's ids", "[bpe]") {
+  // tests/fuzz/corpus/tokenizer_json/: Split with every behavior, invert and a String
+  // pattern; Digits; byte_fallback, unk and the ByteFallback/Fuse/Replace decoders; added
+  // tokens with lstrip/rstrip/single_word/normalized and a template with BOS and EOS.
+  std::ifstream in(bpe::bpe_dir() / "fuzz_seed_ids.json");
+  const auto expected = nlohmann::json::parse(in);
+  REQUIRE(expected.size() == 6);
+  for (const auto& [name, rows] : expected.items()) {
+    const auto tok = Tokenizer::load_file(fs::path(QLT_SOURCE_DIR) /
+                                          ("tests/fuzz/corpus/tokenizer_json/" + name + ".json"));
+    for (const auto& row : rows) {
+      const std::string text = row["text"];
+      INFO(name << ": " << nlohmann::json(text).dump());
+      const auto ids = tok.encode(text, false);
+      CHECK(ids == row["ids"].get<std::vector<int64_t>>());
+      CHECK(tok.encode(text, tok.add_bos_by_default(), tok.add_eos_by_default()) ==
+            row["with_special"].get<std::vector<int64_t>>());
+      CHECK(tok.decode(ids) == row["decoded"].get<std::string>());
+    }
+  }
+}
