@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "core/errors.h"
 #include "model/causal_lm_loss.h"
@@ -10,27 +11,57 @@
 namespace qlt::data {
 
 Segment bos_segment() { return {Segment::Kind::kBos, {}, false}; }
+Segment template_bos_segment() { return {Segment::Kind::kTemplateBos, {}, false}; }
 Segment eos_segment(bool trained) { return {Segment::Kind::kEos, {}, trained}; }
 Segment text_segment(std::string text, bool trained) {
   return {Segment::Kind::kText, std::move(text), trained};
 }
 
-std::vector<int64_t> encode_continuation(const tokenizer::Tokenizer& tokenizer,
-                                         const std::string& text) {
-  if (text.empty()) return {};
-  // "\n" is its own token (a byte-fallback piece in LLaMA vocabularies) and the dummy
-  // prefix attaches to it, so the tokens after it are those of `text` mid-string.
-  static const std::string kSentinel = "\n";
+namespace {
+
+// "\n" is its own token (a byte-fallback piece in LLaMA vocabularies) and the dummy prefix
+// attaches to it, so the tokens after it are those of a text mid-string.
+const std::string kSentinel = "\n";
+
+// The ids of `text` after the sentinel, or nullopt when the sentinel's own ids are not a prefix
+// of those of sentinel + text (the tokenizer merged them).
+std::optional<std::vector<int64_t>> encode_after_sentinel(const tokenizer::Tokenizer& tokenizer,
+                                                          const std::string& text) {
   const auto prefix = tokenizer.encode(kSentinel, /*add_bos=*/false);
   auto ids = tokenizer.encode(kSentinel + text, /*add_bos=*/false);
   if (ids.size() < prefix.size() || !std::equal(prefix.begin(), prefix.end(), ids.begin())) {
+    return std::nullopt;
+  }
+  ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(prefix.size()));
+  return ids;
+}
+
+}  // namespace
+
+bool tokenizer_marks_text_start(const tokenizer::Tokenizer& tokenizer) {
+  // Three letters, in case a vocabulary happened to spell one of them the same either way.
+  for (const char* probe : {"a", "t", "x"}) {
+    const auto after = encode_after_sentinel(tokenizer, probe);
+    if (!after || *after != tokenizer.encode(probe, /*add_bos=*/false)) return true;
+  }
+  return false;
+}
+
+std::vector<int64_t> encode_continuation(const tokenizer::Tokenizer& tokenizer,
+                                         const std::string& text) {
+  if (text.empty()) return {};
+  // The sentinel gives the mid-string ids for both kinds of tokenizer when it stays a token of
+  // its own. When it merges (BPE: text starting with a newline), a tokenizer that does not mark
+  // the text start needs no sentinel; only then is that asked (it costs a few encodes).
+  auto ids = encode_after_sentinel(tokenizer, text);
+  if (!ids && !tokenizer_marks_text_start(tokenizer)) return tokenizer.encode(text, false);
+  if (!ids) {
     user_error(
         "the tokenizer merges a newline with the text after it (\"{}\"), so the template "
         "pieces cannot be tokenized one by one; use data.format \"text\" with this tokenizer",
         text.substr(0, 40));
   }
-  ids.erase(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(prefix.size()));
-  return ids;
+  return *ids;
 }
 
 namespace {
@@ -81,7 +112,12 @@ std::vector<int64_t> encode_first_tokens(const tokenizer::Tokenizer& tokenizer,
                  : encode_continuation(tokenizer, piece);
   };
   if (max_tokens == 0) return {};
-  if (max_tokens == kNoTokenLimit) return encode(text);  // (no overflow in the loop below)
+  // A budget whose byte target could overflow covers any text: tokenize it whole.
+  if (max_tokens > (text.size() + kSlackBytes) / kBytesPerToken) {
+    auto ids = encode(text);
+    if (ids.size() > max_tokens) ids.resize(max_tokens);
+    return ids;
+  }
   for (size_t target = kBytesPerToken * max_tokens + kSlackBytes;; target *= 2) {
     if (target >= text.size()) {
       auto ids = encode(text);
@@ -117,11 +153,17 @@ Example tokenize_truncated(const tokenizer::Tokenizer& tokenizer,
   for (const auto& seg : merged) {
     // One token more than there is room for tells whether the whole is longer than the budget
     // (a text segment that yields no token at all does not make the example longer).
-    const size_t room = max_tokens - ex.ids.size();
+    // Without a limit the room stays "no limit" (kNoTokenLimit - n would be a huge limit, whose
+    // byte budget in encode_first_tokens overflows).
+    const size_t room = max_tokens == kNoTokenLimit ? kNoTokenLimit : max_tokens - ex.ids.size();
     std::vector<int64_t> ids;
     switch (seg.kind) {
       case Segment::Kind::kBos:
-        if (tokenizer.bos_id() >= 0) ids = {tokenizer.bos_id()};
+      case Segment::Kind::kTemplateBos:
+        if (tokenizer.bos_id() >= 0 &&
+            (seg.kind == Segment::Kind::kTemplateBos || tokenizer.add_bos_by_default())) {
+          ids = {tokenizer.bos_id()};
+        }
         fresh = true;
         break;
       case Segment::Kind::kEos:

@@ -31,7 +31,9 @@ std::vector<std::vector<int64_t>> make_eval_windows(const std::vector<std::strin
                                                     int64_t max_seq_len) {
   std::vector<std::vector<int64_t>> windows;
   for (const auto& doc : documents) {
-    auto ids = tokenizer.encode(doc, /*add_bos=*/true, /*add_eos=*/true);
+    // BOS as the model's files say (LLaMA 2: yes, SmolLM2: no); EOS always, so that the end
+    // of a document is predicted.
+    auto ids = tokenizer.encode(doc, tokenizer.add_bos_by_default(), /*add_eos=*/true);
     for (size_t start = 0; start < ids.size(); start += static_cast<size_t>(max_seq_len)) {
       size_t end = std::min(ids.size(), start + static_cast<size_t>(max_seq_len));
       if (end - start >= 2) windows.emplace_back(ids.begin() + start, ids.begin() + end);

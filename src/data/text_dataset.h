@@ -18,8 +18,9 @@ namespace qlt::data {
 std::vector<std::string> read_documents(const std::filesystem::path& file,
                                         const std::string& format);
 
-// Each document becomes [BOS] + tokens + [EOS], cut into consecutive non-overlapping windows
-// of at most max_seq_len tokens. A window of one token predicts nothing and is dropped.
+// Each document becomes [BOS] + tokens + [EOS] (BOS when tokenizer.add_bos_by_default()), cut into
+// consecutive non-overlapping windows of at most max_seq_len tokens. A window of one token predicts
+// nothing and is dropped.
 std::vector<std::vector<int64_t>> make_eval_windows(const std::vector<std::string>& documents,
                                                     const tokenizer::Tokenizer& tokenizer,
                                                     int64_t max_seq_len);
