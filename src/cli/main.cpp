@@ -104,9 +104,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   std::vector<qlt::cli::Command> commands = {
-      qlt::cli::add_config_command(app),  qlt::cli::add_eval_command(app),
-      qlt::cli::add_inspect_command(app), qlt::cli::add_quantize_command(app),
-      qlt::cli::add_train_command(app),
+      qlt::cli::add_config_command(app),   qlt::cli::add_eval_command(app),
+      qlt::cli::add_generate_command(app), qlt::cli::add_inspect_command(app),
+      qlt::cli::add_quantize_command(app), qlt::cli::add_train_command(app),
   };
 
   try {
