@@ -59,7 +59,8 @@ std::vector<ChatMessage> chat_messages(const nlohmann::json& object, const Where
 }
 
 std::vector<Segment> record_segments(const nlohmann::json& object, const Where& at,
-                                     const DataOptions& options) {
+                                     const DataOptions& options,
+                                     const ChatTemplate& chat_template) {
   if (options.format == "text") return text_segments(string_field(object, "text", at, "text"));
   if (options.format == "alpaca") {
     // Stanford's train.py reads the input with example.get("input", ""): it may be absent.
@@ -68,9 +69,7 @@ std::vector<Segment> record_segments(const nlohmann::json& object, const Where& 
                            string_field(object, "input", at, "alpaca", &kNoInput),
                            string_field(object, "output", at, "alpaca"), options.train_on_inputs);
   }
-  auto messages = chat_messages(object, at);
-  return options.chat_template == "llama2" ? llama2_chat_segments(messages, options.train_on_inputs)
-                                           : chatml_segments(messages, options.train_on_inputs);
+  return chat_segments(chat_template, chat_messages(object, at), options.train_on_inputs);
 }
 
 }  // namespace
@@ -80,9 +79,14 @@ ExampleSet read_examples(const std::filesystem::path& file, const tokenizer::Tok
   validate(options);
   ExampleSet set;
   const auto max_len = static_cast<size_t>(options.max_seq_len);
+  // "auto" becomes the model's own template once, before any record is read.
+  const ChatTemplate chat_template =
+      options.format == "chat"
+          ? resolve_chat_template(options.chat_template, tokenizer, tokenizer.source().string())
+          : ChatTemplate{};
   for_each_jsonl(file, [&](const nlohmann::json& object, int64_t line) {
     ++set.records;
-    auto segments = record_segments(object, Where{file, line}, options);
+    auto segments = record_segments(object, Where{file, line}, options, chat_template);
     Example ex;
     bool truncated = false;
     try {

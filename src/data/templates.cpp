@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
@@ -286,7 +287,12 @@ ChatTemplate resolve_chat_template(const std::string& setting,
         "data.chat_template to the format the model was trained with: {}",
         model, fmt::join(names, ", "));
   }
-  if (auto recognized = recognize_chat_template(jinja)) return *recognized;
+  if (auto recognized = recognize_chat_template(jinja)) {
+    spdlog::info("data.chat_template auto: the chat template of {} is {}{}", model,
+                 recognized->name,
+                 recognized->default_system.empty() ? "" : " (with its default system message)");
+    return *recognized;
+  }
   user_error(
       "data.chat_template is \"auto\" but the chat template of {} is none of those implemented "
       "here (it begins \"{}\"); set data.chat_template to the closest of {} (its output may "

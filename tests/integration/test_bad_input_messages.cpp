@@ -73,7 +73,7 @@ const std::string kQProj = "model.layers.0.self_attn.q_proj.weight";
 TEST_CASE("an unknown command is named, with the nearest one and the list", "[integration][cli]") {
   const auto r = run_qlora_train("trian --config x.json");
   check_bad_input(r, {"unknown command 'trian'", "did you mean 'train'?",
-                      "Commands: config, eval, inspect, quantize, train"});
+                      "Commands: config, eval, generate, inspect, quantize, train"});
   CHECK_THAT(r.err, !Contains("A subcommand is required"));
   check_bad_input(run_qlora_train("frobnicate"),
                   {"unknown command 'frobnicate'", "Commands: config, eval"});
@@ -83,7 +83,7 @@ TEST_CASE("an unknown command is named, with the nearest one and the list", "[in
 
 TEST_CASE("no command at all lists the commands", "[integration][cli]") {
   check_bad_input(run_qlora_train(""),
-                  {"no command given", "config, eval, inspect, quantize, train", "--help"});
+                  {"no command given", "config, eval, generate, inspect, quantize, train", "--help"});
   check_bad_input(run_qlora_train("--log-level warn"), {"no command given"});
   // Help and version still work and exit 0.
   CHECK(run_qlora_train("--help").exit_code == 0);
