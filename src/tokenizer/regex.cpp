@@ -129,7 +129,8 @@ void Regex::find_all(std::string_view text, std::vector<std::pair<uint32_t, uint
                compiled_->origin, text.size());
   }
   pcre2_match_data* data = thread_match_data();
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  // PCRE2 10.42 refuses a null subject even of length 0 (an empty string_view may have one).
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.empty() ? "" : text.data());
   size_t start = 0;
   bool have_last = false;
   size_t last_end = 0;

@@ -1,6 +1,6 @@
 // Encoding speed on 1 MB of text (the corpus repeated): a benchmark, hidden from the default
 // run (tag [.bench]); prints MB/s with a cold and a warm word cache. Run:
-//   build/tests/qlt_tests "[bpe][bench]" -s
+//   build/tests/qlt_tests "[bpe_bench]" -s
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
@@ -40,7 +40,7 @@ void time_encode(const char* name, const fs::path& source, bool round_trip = tru
 
 }  // namespace
 
-TEST_CASE("encoding 1 MB of text", "[.bench][bpe]") {
+TEST_CASE("encoding 1 MB of text", "[.bench][bpe_bench]") {
   time_encode("tokenizer.json (Llama-3 style, 2.5k)", bpe::bpe_dir() / "llama3_style", false);
   time_encode("GGUF smollm pre (2.5k)", bpe::gguf_dir() / "llama3_style_smollm.gguf");
   time_encode("GGUF SentencePiece (tiny-llama, 2k)", bpe::gguf_dir() / "tiny_llama_spm.gguf");
