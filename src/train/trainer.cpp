@@ -15,6 +15,7 @@
 #include "data/text_dataset.h"
 #include "export/peft_adapter.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/causal_lm_loss.h"
 #include "optim/clip_grad.h"
@@ -510,15 +511,22 @@ void Trainer::save_final() {
     exporter::write_peft_adapter(tmp, model_, lora_, cfg_.model.path);
     fault_point("final_save");
   });
+  // transformers reads a GGUF file as from_pretrained(folder, gguf_file=name).
+  const fs::path model_path(cfg_.model.path);
+  const std::string base =
+      io::is_gguf_file(model_path)
+          ? fmt::format("\"{}\", gguf_file=\"{}\"", model_path.parent_path().string(),
+                        model_path.filename().string())
+          : fmt::format("\"{}\"", cfg_.model.path);
   fmt::print(
       "\nadapter written to {dir} (PEFT LoRA layout: adapter_model.safetensors + "
       "adapter_config.json)\n"
       "  evaluate it:  qlora-train eval --config {cfg} --checkpoint {dir}\n"
+      "  try it:       qlora-train generate --config {cfg} --checkpoint {dir} --prompt \"...\"\n"
       "  in Python:    "
-      "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(\"{model}\"), "
-      "\"{dir}\")\n",
+      "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base}), \"{dir}\")\n",
       fmt::arg("dir", final_dir.string()), fmt::arg("cfg", options_.config_origin),
-      fmt::arg("model", cfg_.model.path));
+      fmt::arg("base", base));
 }
 
 void Trainer::cleanup() {
