@@ -17,7 +17,8 @@ namespace {
 
 const std::string kText =
     "Hello world, it's 2024-01-15: 1234567 items!\n\n\t  spaces   and\r\ntabs "
-    "日本語のテキスト 😀👍🏽 <|im_start|>user<|im_end|> <mask> é e\xCC\x81 \xFF\xC0\x80 "
+    "日本語のテキスト 😀👍🏽 <|im_start|>user<|im_end|> <mask> é e\xCC\x81 "
+    "\xFF\xC0\x80 "
     "end";
 
 void check(const qlt::tokenizer::Tokenizer& t, std::string_view text) {
