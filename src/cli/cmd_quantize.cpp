@@ -11,6 +11,7 @@
 #include "core/device.h"
 #include "core/errors.h"
 #include "export/hf_bnb_nf4.h"
+#include "io/gguf.h"
 #include "quant/weight_format.h"
 #include "tokenizer/tokenizer.h"
 
@@ -35,7 +36,15 @@ int run_quantize(const QuantizeArgs& args) {
   }
   set_cpu_threads(cfg.training.threads);
   parse_compute_dtype(cfg.model.compute_dtype);  // validates it before any work
-  tokenizer::check_model_folder(cfg.model.path);
+  tokenizer::check_model_path(cfg.model.path);
+  if (io::is_gguf_file(cfg.model.path)) {
+    user_error(
+        "{}: model.path {} is a GGUF file; `quantize` writes a bitsandbytes NF4 copy of a "
+        "Hugging Face safetensors directory. Fine-tune a GGUF model as it is (its Q4_1 linears "
+        "are used as stored with quantization.type=int4), or point model.path at the Hugging "
+        "Face directory of the model",
+        args.config.config_path, cfg.model.path);
+  }
   exporter::BnbNf4ExportOptions options{*nf4, cfg.model.compute_dtype,
                                         resolve_device(cfg.training.device), args.overwrite};
   const auto start = std::chrono::steady_clock::now();

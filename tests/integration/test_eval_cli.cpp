@@ -126,9 +126,28 @@ TEST_CASE("inspect reports NF4 bits per parameter and per-layer error",
   auto r = run_qlora_train("inspect --config configs/tiny/eval-nf4.json");
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);
-  CHECK_THAT(r.out, Contains("quantization nf4 (block 64, double quant on)"));
+  CHECK_THAT(r.out, Contains("quantization NF4 (block 64, double quant)"));
   CHECK_THAT(r.out, Contains("bits/parameter"));
   CHECK_THAT(r.out, Contains("layer 3: 0.09"));
+}
+
+TEST_CASE("inspect plans INT4 groups and reads a GGUF model's metadata",
+          "[integration][inspect][int4][gguf_model]") {
+  auto r = run_qlora_train("inspect --config configs/tiny/eval.json --set quantization.type=int4");
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("quantization INT4 (group 32 = GGUF Q4_1)"));
+  CHECK_THAT(r.out, Contains("decoder linears INT4 (group 32 = GGUF Q4_1)"));
+  r = run_qlora_train(
+      "inspect --config configs/tiny/eval.json --set quantization.type=int4 "
+      "--set model.path=tests/fixtures/gguf_llama/llama_gqa-q4_1.gguf");
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Contains("stored as GGUF v3"));
+  CHECK_THAT(r.out, Contains("heads 4 (kv heads 2, head_dim 16)"));
+  CHECK_THAT(r.out, Contains("blk.{0..1}.attn_q.weight"));
+  CHECK_THAT(r.out, Contains("Q4_1"));
+  CHECK_THAT(r.out, Contains("tokenizer: 96 tokens"));
 }
 
 TEST_CASE("bad input: unsupported NF4 block size names the key", "[integration][errors][nf4]") {

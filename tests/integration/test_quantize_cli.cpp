@@ -106,6 +106,14 @@ TEST_CASE("quantize refuses bad input and leaves no folder behind", "[integratio
                     out);
     CHECK(read_text(fs::path(out) / "keep.txt") == "precious");
   }
+  SECTION("a GGUF model") {
+    check_bad_input(run_qlora_train("quantize --config configs/tiny/eval-nf4.json "
+                                    "--set model.path=tests/fixtures/gguf_llama/llama_gqa-f32.gguf "
+                                    "--out " +
+                                    out),
+                    "is a GGUF file");
+    CHECK_FALSE(fs::exists(out));
+  }
   SECTION("a bad block size") {
     check_bad_input(run_qlora_train("quantize --config configs/tiny/eval-nf4.json "
                                     "--set quantization.block_size=48 --out " +
