@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/model_setup.h"
 #include "core/config.h"
 #include "core/device.h"
 #include "core/errors.h"
@@ -30,34 +31,6 @@ struct EvalArgs {
   std::string dump_logits;  // safetensors file for the logits of the first batch
   std::string checkpoint;   // PEFT adapter folder, or a training checkpoint folder
 };
-
-// The adapter folder of --checkpoint: a PEFT folder (final/, or any PEFT LoRA adapter) or a
-// training checkpoint (its adapter/ subfolder, after checking it is complete).
-std::filesystem::path adapter_folder(const std::filesystem::path& dir) {
-  namespace fs = std::filesystem;
-  constexpr const char* kWant =
-      "give a PEFT adapter folder (e.g. <run>/final) or a training checkpoint folder "
-      "(<run>/checkpoint-000100)";
-  std::error_code ec;
-  const fs::file_status status = fs::status(dir, ec);
-  if (ec == std::errc::filename_too_long)
-    user_error("--checkpoint: {}; {}", path_too_long("the path", dir.native()), kWant);
-  if (ec && ec != std::errc::no_such_file_or_directory)
-    user_error("--checkpoint {}: cannot be read ({}); {}", dir.string(), ec.message(), kWant);
-  if (!fs::exists(status)) user_error("--checkpoint {}: does not exist; {}", dir.string(), kWant);
-  if (!fs::is_directory(status))
-    user_error("--checkpoint {}: is a file, not a folder; {}", dir.string(), kWant);
-  if (std::filesystem::exists(dir / exporter::kPeftConfigFile)) return dir;
-  if (std::filesystem::exists(dir / train::kCheckpointAdapterDir / exporter::kPeftConfigFile)) {
-    const std::string problem = train::checkpoint_problem(dir);
-    if (!problem.empty()) user_error("--checkpoint {}: {}", dir.string(), problem);
-    return dir / train::kCheckpointAdapterDir;
-  }
-  user_error(
-      "--checkpoint {}: neither a PEFT adapter folder (adapter_config.json) nor a training "
-      "checkpoint (adapter/adapter_config.json)",
-      dir.string());
-}
 
 // Refuses a --dump-logits path that cannot be written before any work is done: too long, or
 // in a folder that does not exist.
@@ -93,24 +66,10 @@ int run_eval(const EvalArgs& args) {
   }
   set_cpu_threads(cfg.training.threads);
   const at::Device device = resolve_device(cfg.training.device);
-  const at::ScalarType dtype = parse_compute_dtype(cfg.model.compute_dtype);
+  parse_compute_dtype(cfg.model.compute_dtype);  // validated before any work
 
-  // The tokenizer first: it says what is wrong with a model.path that is not a model folder.
-  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
-  auto model =
-      model::load_llama(cfg.model.path, dtype, device, quant::weight_format(cfg.quantization),
-                        cfg.model.allow_non_finite);
-  if (tokenizer.vocab_size() > model.config.vocab_size) {
-    user_error(
-        "the tokenizer of {} has {} tokens but the model's vocabulary (embedding rows) is {}: "
-        "the tokenizer does not belong to this model",
-        cfg.model.path, tokenizer.vocab_size(), model.config.vocab_size);
-  }
-  if (!args.checkpoint.empty()) {
-    const auto folder = adapter_folder(args.checkpoint);
-    exporter::load_peft_adapter(model, folder);
-    spdlog::info("adapter {} (LoRA r={})", folder.string(), model.lora_options->rank);
-  }
+  // The tokenizer, --checkpoint's folder, the model and its adapter (shared with generate).
+  auto [tokenizer, model] = load_inference_model(cfg, device, args.checkpoint);
   // As in training (train::data_options), but one example per sequence.
   data::DataOptions options = train::data_options(cfg);
   options.packing = false;
