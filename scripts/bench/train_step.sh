@@ -1,102 +1,204 @@
 #!/usr/bin/env bash
-# Tokens/s of one LoRA training step on the tiny model: `qlora-train train` (C++, LibTorch)
-# against the same step in PyTorch eager + transformers + PEFT (scripts/bench/train_step_peft.py),
-# one after the other in this invocation, same config (configs/tiny/bench.json), same threads.
-#   scripts/bench/train_step.sh [--threads N] [--quant none|nf4] [--steps S] [--warmup W]
-# N defaults to nproc; S timed steps (default 35) follow W untimed warm-up steps (default 5).
+# Tokens/s of one LoRA training step: `qlora-train train` (C++, LibTorch) against the same step
+# in PyTorch eager + transformers + PEFT (scripts/bench/train_step_peft.py), one after the
+# other in this invocation, same config, same threads.
+#   scripts/bench/train_step.sh [--model tiny|smollm2] [--threads N[,N...]] [--quant none|nf4]
+#                               [--steps S] [--warmup W] [--no-build]
+# tiny (default): the bundled 1.3 M-parameter model, configs/tiny/bench.json. smollm2: the
+# SmolLM2-135M-Instruct Q4_1 GGUF (scripts/models/smollm2.sh), configs/smollm2/bench.json; C++
+# keeps the Q4_1 linears as stored, transformers dequantizes them to fp32 (--quant must stay none).
+# N defaults to nproc; a list (--threads 1,2) runs C++ then Python for each count in turn.
+# S timed steps (default 35 tiny, 20 smollm2) follow W untimed warm-up steps (5 tiny, 3 smollm2).
 # Each side's figure is the median over the timed steps of (non-padding input tokens / step
-# seconds); the C++ side's comes from the run's metrics.jsonl. Exit 1 when either side fails.
+# seconds); the C++ side's comes from the run's metrics.jsonl. Also shown per side: seconds
+# from the start to the model loaded (C++: to the GGUF loader's log line; Python:
+# from_pretrained), to the first step, and the process's peak RSS. Exit 1 when a side fails.
+# --no-build: use build/qlora-train as it is (e.g. when others build in the same tree).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$repo"  # the config's paths (data/tiny-llama, data/wordnet) are relative to the repository
+cd "$repo"  # the configs' paths (data/..., models/...) are relative to the repository
 
-threads=$(nproc)
+model=tiny
+threads_list=$(nproc)
 quant=none
-steps=35
-warmup=5
-config=configs/tiny/bench.json
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+steps=
+warmup=
+build=1
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --threads) threads=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --threads) threads_list=$2; shift 2 ;;
     --quant) quant=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "train_step.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
-for n in "$threads" "$steps" "$warmup"; do
+case $model in
+  tiny) config=configs/tiny/bench.json; steps=${steps:-35}; warmup=${warmup:-5} ;;
+  smollm2)
+    config=configs/smollm2/bench.json; steps=${steps:-20}; warmup=${warmup:-3}
+    [[ $quant == none ]] || {
+      echo "train_step.sh: --model smollm2 runs the GGUF as stored (C++) and as transformers" \
+        "dequantizes it (fp32); drop --quant" >&2
+      exit 2
+    }
+    gguf=$(sed -n 's/.*"path": *"\([^"]*\.gguf\)".*/\1/p' "$config")
+    [[ -f $gguf ]] || { echo "train_step.sh: $gguf is missing; fetch it with scripts/models/smollm2.sh" >&2; exit 2; }
+    ;;
+  *) echo "train_step.sh: --model must be tiny or smollm2" >&2; exit 2 ;;
+esac
+IFS=, read -r -a threads_counts <<<"$threads_list"
+((${#threads_counts[@]} >= 1)) || { echo "train_step.sh: --threads is empty" >&2; exit 2; }
+for n in "${threads_counts[@]}" "$steps" "$warmup"; do
   [[ $n =~ ^[0-9]+$ ]] || { echo "train_step.sh: '$n' is not a whole number" >&2; exit 2; }
 done
-((threads >= 1 && steps >= 1)) || { echo "train_step.sh: --threads and --steps must be >= 1" >&2; exit 2; }
+for n in "${threads_counts[@]}"; do
+  ((n >= 1)) || { echo "train_step.sh: --threads must be >= 1" >&2; exit 2; }
+done
+((steps >= 1)) || { echo "train_step.sh: --steps must be >= 1" >&2; exit 2; }
 [[ $quant == none || $quant == nf4 ]] || { echo "train_step.sh: --quant must be none or nf4" >&2; exit 2; }
 python=$repo/.venv-fixtures/bin/python
 [[ -x $python ]] || { echo "train_step.sh: $python is missing; create it with scripts/fixtures/venv.sh" >&2; exit 2; }
 
-bash scripts/build.sh qlora-train >/dev/null
+if ((build)); then
+  bash scripts/build.sh qlora-train >/dev/null
+else
+  [[ -x build/qlora-train ]] || { echo "train_step.sh: build/qlora-train is missing (--no-build)" >&2; exit 2; }
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/qlt-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 total=$((warmup + steps))
 
-# --- C++: the real binary -------------------------------------------------------------------
-cpp_load=$(cut -d' ' -f1 /proc/loadavg)
-cpp_status=0
-build/qlora-train train --config "$config" \
-  --set "quantization.type=$quant" --set "training.threads=$threads" \
-  --set "training.max_steps=$total" --set "checkpoint.output_dir=$work/run" \
-  >"$work/cpp.log" 2>&1 || cpp_status=$?
-if ((cpp_status != 0)); then
-  echo "train_step.sh: qlora-train train failed (exit $cpp_status); its last lines:" >&2
-  tail -n 20 "$work/cpp.log" >&2
-  exit 1
-fi
-cpp_json=$("$python" - "$work/run/metrics.jsonl" "$warmup" <<'EOF'
+# Runs a command with stdin closed, its stdout to --stdout FILE and its stderr to --log FILE
+# with each line prefixed by the seconds since the start; writes to --json FILE: exit status,
+# wall seconds, the seconds at which the first line containing each --mark NAME=TEXT appeared,
+# and the child's peak RSS (getrusage RUSAGE_CHILDREN ru_maxrss, KiB on Linux: VmHWM of the one
+# child waited for). Exits with the command's status.
+launcher=$(
+  cat <<'EOF'
+import json, resource, subprocess, sys, time
+args, marks, opts = sys.argv[1:], {}, {}
+while args[0] != "--":
+    key, value = args[0], args[1]
+    args = args[2:]
+    if key == "--mark":
+        name, text = value.split("=", 1)
+        marks[name] = text
+    else:
+        opts[key] = value
+cmd = args[1:]
+seen = {}
+start = time.monotonic()
+with open(opts["--stdout"], "w") as out, open(opts["--log"], "w") as log:
+    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                             text=True, errors="replace")
+    for line in child.stderr:  # spdlog flushes each line to stderr
+        t = time.monotonic() - start
+        log.write(f"[{t:9.3f}] {line}")
+        for name, text in marks.items():
+            if name not in seen and text in line:
+                seen[name] = t
+    status = child.wait()
+wall = time.monotonic() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+json.dump({"status": status, "wall_s": wall, "marks": seen, "peak_rss_mb": peak_kib / 1024},
+          open(opts["--json"], "w"))
+sys.exit(status)
+EOF
+)
+
+results=()  # one JSON file per (threads, side)
+for threads in "${threads_counts[@]}"; do
+  # --- C++: the real binary -----------------------------------------------------------------
+  tag=$work/t$threads
+  cpp_load=$(cut -d' ' -f1 /proc/loadavg)
+  sets=(--set "training.threads=$threads" --set "training.max_steps=$total"
+    --set "checkpoint.output_dir=$tag-run")
+  [[ $model == tiny ]] && sets+=(--set "quantization.type=$quant")
+  cpp_status=0
+  "$python" -c "$launcher" --stdout "$tag-cpp.out" --log "$tag-cpp.log" --json "$tag-cpp.proc" \
+    --mark "model_loaded=linear weights (" --mark "first_step=info training steps" \
+    -- build/qlora-train train --config "$config" "${sets[@]}" || cpp_status=$?
+  if ((cpp_status != 0)); then
+    echo "train_step.sh: qlora-train train failed (exit $cpp_status, $threads threads); its last lines:" >&2
+    tail -n 20 "$tag-cpp.log" >&2
+    exit 1
+  fi
+  "$python" - "$tag-run/metrics.jsonl" "$warmup" "$tag-cpp.proc" "$threads" "$cpp_load" \
+    >"$tag-cpp.json" <<'EOF' || { echo "train_step.sh: could not read the C++ metrics" >&2; exit 1; }
 import json, statistics, sys
-path, warmup = sys.argv[1], int(sys.argv[2])
+path, warmup, proc_path, threads, load = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 rows = [json.loads(line) for line in open(path) if line.strip()]
 train = [r for r in rows if r.get("type") == "train" and r["step"] > warmup]
 if not train:
     sys.exit(f"{path}: no training records after step {warmup}")
+proc = json.load(open(proc_path))
 print(json.dumps({
+    "side": "C++ qlora-train", "threads": int(threads), "load": load,
     "tokens_per_s_median": statistics.median(r["tokens"] / r["seconds"] for r in train),
     "tokens_per_step_mean": statistics.mean(r["tokens"] for r in train),
     "seconds_per_step_median": statistics.median(r["seconds"] for r in train),
-    "timed_steps": len(train)}))
+    "timed_steps": len(train),
+    "model_loaded_s": proc["marks"].get("model_loaded"),  # GGUF loader's line; None otherwise
+    "setup_s": proc["marks"].get("first_step"),
+    "peak_rss_mb": proc["peak_rss_mb"]}))
 EOF
-) || { echo "train_step.sh: could not read the C++ metrics" >&2; exit 1; }
+  results+=("$tag-cpp.json")
 
-# --- Python: PyTorch eager + transformers + PEFT -----------------------------------------------
-py_load=$(cut -d' ' -f1 /proc/loadavg)
-py_status=0
-"$python" scripts/bench/train_step_peft.py --config "$config" --threads "$threads" \
-  --quant "$quant" --steps "$steps" --warmup "$warmup" >"$work/py.json" 2>"$work/py.log" ||
-  py_status=$?
-if ((py_status != 0)); then
-  echo "train_step.sh: train_step_peft.py failed (exit $py_status); its last lines:" >&2
-  tail -n 20 "$work/py.log" >&2
-  exit 1
-fi
+  # --- Python: PyTorch eager + transformers + PEFT ---------------------------------------------
+  py_load=$(cut -d' ' -f1 /proc/loadavg)
+  py_status=0
+  "$python" -c "$launcher" --stdout "$tag-py.out" --log "$tag-py.log" --json "$tag-py.proc" \
+    -- "$python" scripts/bench/train_step_peft.py --config "$config" --threads "$threads" \
+    --quant "$quant" --steps "$steps" --warmup "$warmup" || py_status=$?
+  if ((py_status != 0)); then
+    echo "train_step.sh: train_step_peft.py failed (exit $py_status, $threads threads); its last lines:" >&2
+    tail -n 20 "$tag-py.log" >&2
+    exit 1
+  fi
+  "$python" - "$tag-py.out" "$tag-py.proc" "$py_load" >"$tag-py.json" <<'EOF'
+import json, sys
+py, proc = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+py.pop("steps")
+py.update(side="Python PEFT (eager)", load=sys.argv[3], model_loaded_s=py["timings"]["model_load_s"],
+          setup_s=py["timings"]["setup_s"], peak_rss_mb=proc["peak_rss_mb"])
+print(json.dumps(py))
+EOF
+  results+=("$tag-py.json")
+done
 
 # --- table ------------------------------------------------------------------------------------
-"$python" - "$cpp_json" "$work/py.json" "$config" "$threads" "$quant" "$warmup" "$steps" \
-  "$cpp_load" "$py_load" <<'EOF'
+"$python" - "$config" "$model" "$quant" "$warmup" "$steps" "${results[@]}" <<'EOF'
 import json, os, sys
-cpp = json.loads(sys.argv[1])
-py = json.load(open(sys.argv[2]))
-cfg = json.load(open(sys.argv[3]))
-threads, quant, warmup, steps, cpp["load"], py["load"] = sys.argv[4:10]
+config, model, quant, warmup, steps = sys.argv[1:6]
+rows = [json.load(open(p)) for p in sys.argv[6:]]
+cfg = json.load(open(config))
+q = cfg["quantization"]
+weights = (f"C++ {q['type']} g{q.get('group_size', 32)} as stored, Python fp32 (transformers "
+           f"dequantizes the GGUF)" if model == "smollm2" else f"quant {quant}")
 print(f"train step: {cfg['model']['path']} + LoRA r{cfg['adapter']['rank']} on "
-      f"{len(cfg['adapter']['target_modules'])} linears, quant {quant}, "
+      f"{len(cfg['adapter']['target_modules'])} linears, {weights}, "
       f"{cfg['training']['micro_batch_size']} packed rows of <= {cfg['data']['max_seq_len']} "
       f"tokens; median of {steps} steps after {warmup} warm-up")
-print(f"machine: nproc {os.cpu_count()}, threads used {threads} (both sides), load average now "
+print(f"machine: nproc {os.cpu_count()}, threads as listed (both sides), load average now "
       f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-v = py["versions"]
+v = next(r["versions"] for r in rows if "versions" in r)
 print(f"python side: torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}")
-print(f"{'':22}{'tokens/s':>10}{'tokens/step':>13}{'s/step':>9}{'load at start':>15}")
-for name, r in (("C++ qlora-train", cpp), ("Python PEFT (eager)", py)):
-    print(f"{name:22}{r['tokens_per_s_median']:10.0f}{r['tokens_per_step_mean']:13.1f}"
-          f"{r['seconds_per_step_median']:9.4f}{r['load']:>15}")
-print(f"ratio C++/Python: {cpp['tokens_per_s_median'] / py['tokens_per_s_median']:.2f}")
+print("model load s: process start to the GGUF loaded (C++ log line; '-' for a model directory) /"
+      " from_pretrained (Python); setup s: process start to the first step; RSS: peak resident")
+print(f"{'':22}{'threads':>8}{'tokens/s':>10}{'tokens/step':>13}{'s/step':>9}"
+      f"{'model load s':>14}{'setup s':>9}{'peak RSS MB':>13}{'load at start':>15}")
+fmt = lambda x: "-" if x is None else f"{x:.1f}"
+for r in rows:
+    print(f"{r['side']:22}{r['threads']:>8}{r['tokens_per_s_median']:10.0f}"
+          f"{r['tokens_per_step_mean']:13.1f}{r['seconds_per_step_median']:9.4f}"
+          f"{fmt(r['model_loaded_s']):>14}{fmt(r['setup_s']):>9}{r['peak_rss_mb']:13.0f}"
+          f"{r['load']:>15}")
+for cpp, py in zip(rows[0::2], rows[1::2]):
+    print(f"ratio C++/Python, {cpp['threads']} threads: "
+          f"{cpp['tokens_per_s_median'] / py['tokens_per_s_median']:.2f}")
 EOF
