@@ -104,7 +104,9 @@ int run_generate(const GenerateArgs& args) {
   });
   const std::string rest = stream.finish();
   text += rest;
-  const char* stop = !result.stop_id ? "max_new_tokens"
+  // A token that is both (SmolLM2's <|im_end|> is its EOS) is reported as EOS.
+  const char* stop = !result.stop_id                         ? "max_new_tokens"
+                     : *result.stop_id == tokenizer.eos_id() ? "eos"
                      : prompt.end_of_turn && *result.stop_id == *prompt.end_of_turn ? "end_of_turn"
                                                                                     : "eos";
   const double seconds = result.prompt_seconds + result.decode_seconds;

@@ -54,7 +54,9 @@ void check_case(const nlohmann::json& got, const nlohmann::json& want) {
 
 TEST_CASE("greedy generate equals transformers' greedy generate on the tiny model",
           "[integration][generate]") {
-  for (const auto& c : fixture("tiny.json")["cases"]) {
+  const auto cases = fixture("tiny.json");  // a named json: iterating a temporary's
+  // member would read freed memory
+  for (const auto& c : cases["cases"]) {
     // --chat: the tiny model has no template of its own; Llama-2 chat as in the fixture.
     check_case(generate_json(kGenerate + case_args(c) + " --set data.chat_template=llama2"), c);
   }
@@ -98,7 +100,9 @@ TEST_CASE("generate on SmolLM2's GGUF equals transformers' greedy output",
     WARN("SKIPPED: " << kSmolLm2 << " is absent (scripts/models/smollm2.sh fetches it)");
     return;
   }
-  for (const auto& c : fixture("smollm2.json")["cases"]) {
+  const auto cases = fixture("smollm2.json");  // a named json: iterating a temporary's
+  // member would read freed memory
+  for (const auto& c : cases["cases"]) {
     // data.chat_template auto: SmolLM2's own ChatML template, its default system message
     // included; <|im_end|> (its EOS too) ends the reply.
     const auto got =
