@@ -2,11 +2,13 @@
 # Tokens/s of one LoRA training step: `qlora-train train` (C++, LibTorch) against the same step
 # in PyTorch eager + transformers + PEFT (scripts/bench/train_step_peft.py), one after the
 # other in this invocation, same config, same threads.
-#   scripts/bench/train_step.sh [--model tiny|smollm2] [--threads N[,N...]] [--quant none|nf4]
+#   scripts/bench/train_step.sh [--model tiny|smollm2] [--threads N[,N...]] [--quant Q]
 #                               [--steps S] [--warmup W] [--no-build]
-# tiny (default): the bundled 1.3 M-parameter model, configs/tiny/bench.json. smollm2: the
-# SmolLM2-135M-Instruct Q4_1 GGUF (scripts/models/smollm2.sh), configs/smollm2/bench.json; C++
-# keeps the Q4_1 linears as stored, transformers dequantizes them to fp32 (--quant must stay none).
+# tiny (default): the bundled 1.3 M-parameter model, configs/tiny/bench.json; Q none (default)
+# or nf4, on both sides. smollm2: the SmolLM2-135M-Instruct Q4_1 GGUF (scripts/models/smollm2.sh),
+# configs/smollm2/bench.json; transformers dequantizes it to fp32; Q int4 (default: C++ keeps the
+# Q4_1 linears as stored and dequantizes them in each forward) or none (C++ too dequantizes them
+# to fp32 once, at load: the same weights as the Python side).
 # N defaults to nproc; a list (--threads 1,2) runs C++ then Python for each count in turn.
 # S timed steps (default 35 tiny, 20 smollm2) follow W untimed warm-up steps (5 tiny, 3 smollm2).
 # Each side's figure is the median over the timed steps of (non-padding input tokens / step
@@ -20,11 +22,11 @@ cd "$repo"  # the configs' paths (data/..., models/...) are relative to the repo
 
 model=tiny
 threads_list=$(nproc)
-quant=none
+quant=
 steps=
 warmup=
 build=1
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) model=$2; shift 2 ;;
@@ -38,14 +40,15 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 case $model in
-  tiny) config=configs/tiny/bench.json; steps=${steps:-35}; warmup=${warmup:-5} ;;
+  tiny)
+    config=configs/tiny/bench.json; steps=${steps:-35}; warmup=${warmup:-5}; quant=${quant:-none}
+    py_quant=$quant
+    [[ $quant == none || $quant == nf4 ]] || { echo "train_step.sh: --quant must be none or nf4 (tiny)" >&2; exit 2; }
+    ;;
   smollm2)
-    config=configs/smollm2/bench.json; steps=${steps:-20}; warmup=${warmup:-3}
-    [[ $quant == none ]] || {
-      echo "train_step.sh: --model smollm2 runs the GGUF as stored (C++) and as transformers" \
-        "dequantizes it (fp32); drop --quant" >&2
-      exit 2
-    }
+    config=configs/smollm2/bench.json; steps=${steps:-20}; warmup=${warmup:-3}; quant=${quant:-int4}
+    py_quant=none  # transformers loads a GGUF dequantized to fp32
+    [[ $quant == int4 || $quant == none ]] || { echo "train_step.sh: --quant must be int4 or none (smollm2)" >&2; exit 2; }
     gguf=$(sed -n 's/.*"path": *"\([^"]*\.gguf\)".*/\1/p' "$config")
     [[ -f $gguf ]] || { echo "train_step.sh: $gguf is missing; fetch it with scripts/models/smollm2.sh" >&2; exit 2; }
     ;;
@@ -60,7 +63,6 @@ for n in "${threads_counts[@]}"; do
   ((n >= 1)) || { echo "train_step.sh: --threads must be >= 1" >&2; exit 2; }
 done
 ((steps >= 1)) || { echo "train_step.sh: --steps must be >= 1" >&2; exit 2; }
-[[ $quant == none || $quant == nf4 ]] || { echo "train_step.sh: --quant must be none or nf4" >&2; exit 2; }
 python=$repo/.venv-fixtures/bin/python
 [[ -x $python ]] || { echo "train_step.sh: $python is missing; create it with scripts/fixtures/venv.sh" >&2; exit 2; }
 
@@ -117,8 +119,7 @@ for threads in "${threads_counts[@]}"; do
   tag=$work/t$threads
   cpp_load=$(cut -d' ' -f1 /proc/loadavg)
   sets=(--set "training.threads=$threads" --set "training.max_steps=$total"
-    --set "checkpoint.output_dir=$tag-run")
-  [[ $model == tiny ]] && sets+=(--set "quantization.type=$quant")
+    --set "checkpoint.output_dir=$tag-run" --set "quantization.type=$quant")
   cpp_status=0
   "$python" -c "$launcher" --stdout "$tag-cpp.out" --log "$tag-cpp.log" --json "$tag-cpp.proc" \
     --mark "model_loaded=linear weights (" --mark "first_step=info training steps" \
@@ -154,7 +155,7 @@ EOF
   py_status=0
   "$python" -c "$launcher" --stdout "$tag-py.out" --log "$tag-py.log" --json "$tag-py.proc" \
     -- "$python" scripts/bench/train_step_peft.py --config "$config" --threads "$threads" \
-    --quant "$quant" --steps "$steps" --warmup "$warmup" || py_status=$?
+    --quant "$py_quant" --steps "$steps" --warmup "$warmup" || py_status=$?
   if ((py_status != 0)); then
     echo "train_step.sh: train_step_peft.py failed (exit $py_status, $threads threads); its last lines:" >&2
     tail -n 20 "$tag-py.log" >&2
@@ -177,9 +178,12 @@ import json, os, sys
 config, model, quant, warmup, steps = sys.argv[1:6]
 rows = [json.load(open(p)) for p in sys.argv[6:]]
 cfg = json.load(open(config))
-q = cfg["quantization"]
-weights = (f"C++ {q['type']} g{q.get('group_size', 32)} as stored, Python fp32 (transformers "
-           f"dequantizes the GGUF)" if model == "smollm2" else f"quant {quant}")
+if model == "smollm2":
+    cpp = ("int4 g32 = the Q4_1 as stored" if quant == "int4" else "fp32, dequantized at load")
+    weights = f"C++ {cpp}, Python fp32 (transformers dequantizes the GGUF at load)"
+else:
+    weights = f"quant {quant}"
+
 print(f"train step: {cfg['model']['path']} + LoRA r{cfg['adapter']['rank']} on "
       f"{len(cfg['adapter']['target_modules'])} linears, {weights}, "
       f"{cfg['training']['micro_batch_size']} packed rows of <= {cfg['data']['max_seq_len']} "
