@@ -44,15 +44,15 @@ struct AdapterConfig {
 };
 
 struct DataConfig {
-  std::string train;                     // JSONL read by `train`
-  std::string eval;                      // JSONL evaluated by `eval` and during `train`
-  std::string format = "text";           // "text" | "alpaca" | "chat" (line formats)
+  std::string train;            // JSONL read by `train`
+  std::string eval;             // JSONL evaluated by `eval` and during `train`
+  std::string format = "text";  // "text" | "alpaca" | "chat" (line formats)
   // "llama2" | "llama3" | "chatml" | "auto" (the model's own template when it is one of these);
   // format "chat" and `generate --chat`
   std::string chat_template = "llama2";
-  int64_t max_seq_len = 256;             // tokens per sequence, 2..1048576
-  bool packing = false;                  // several examples per sequence (no cross-attention)
-  bool train_on_inputs = false;          // false: only outputs / assistant turns carry loss
+  int64_t max_seq_len = 256;     // tokens per sequence, 2..1048576
+  bool packing = false;          // several examples per sequence (no cross-attention)
+  bool train_on_inputs = false;  // false: only outputs / assistant turns carry loss
 };
 
 struct OptimizerConfig {

@@ -236,8 +236,7 @@ at::Tensor forward_cached(const LlamaModel& model, const at::Tensor& input_ids, 
 }
 
 LlamaModel load_llama(const std::filesystem::path& model_path, at::ScalarType compute_dtype,
-                      at::Device device, const quant::WeightFormat& format,
-                      bool allow_non_finite) {
+                      at::Device device, const quant::WeightFormat& format, bool allow_non_finite) {
   LlamaModel m;
   const LoadOptions options{compute_dtype, device, format, allow_non_finite};
   if (io::is_gguf_file(model_path)) {

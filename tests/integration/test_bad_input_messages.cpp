@@ -82,8 +82,9 @@ TEST_CASE("an unknown command is named, with the nearest one and the list", "[in
 }
 
 TEST_CASE("no command at all lists the commands", "[integration][cli]") {
-  check_bad_input(run_qlora_train(""),
-                  {"no command given", "config, eval, generate, inspect, quantize, train", "--help"});
+  check_bad_input(
+      run_qlora_train(""),
+      {"no command given", "config, eval, generate, inspect, quantize, train", "--help"});
   check_bad_input(run_qlora_train("--log-level warn"), {"no command given"});
   // Help and version still work and exit 0.
   CHECK(run_qlora_train("--help").exit_code == 0);
