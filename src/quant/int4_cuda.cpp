@@ -10,26 +10,9 @@
 
 #include "int4_layout.h"
 #include "kernels.h"
+#include "quant/kernel_dtype.h"
 
 namespace qlt::quant {
-namespace {
-
-kernels::DType kernel_dtype(at::ScalarType s, const char* op) {
-  switch (s) {
-    case at::kFloat:
-      return kernels::DType::kF32;
-    case at::kHalf:
-      return kernels::DType::kF16;
-    case at::kBFloat16:
-      return kernels::DType::kBF16;
-    default:
-      break;
-  }
-  TORCH_CHECK(false, op, ": dtype ", s, " is not supported; use float32, bfloat16 or float16");
-  return kernels::DType::kF32;  // unreachable
-}
-
-}  // namespace
 
 // weight: CUDA [out, in], fp32/bf16/fp16; quantize_int4 has checked dtype, shape and group
 // size. The blocks are allocated on weight's device.

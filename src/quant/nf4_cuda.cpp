@@ -10,26 +10,9 @@
 
 #include "kernels.h"
 #include "nf4_layout.h"
+#include "quant/kernel_dtype.h"
 
 namespace qlt::quant {
-namespace {
-
-kernels::DType kernel_dtype(at::ScalarType s, const char* op) {
-  switch (s) {
-    case at::kFloat:
-      return kernels::DType::kF32;
-    case at::kHalf:
-      return kernels::DType::kF16;
-    case at::kBFloat16:
-      return kernels::DType::kBF16;
-    default:
-      break;
-  }
-  TORCH_CHECK(false, op, ": dtype ", s, " is not supported; use float32, bfloat16 or float16");
-  return kernels::DType::kF32;  // unreachable
-}
-
-}  // namespace
 
 // weight: CUDA, any shape (flattened row-major), fp32/bf16/fp16. The caller (quantize_nf4)
 // has checked dtype and block size. Output tensors live on weight's device.
