@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <memory>
+#include <optional>
 
 #include "cli/command.h"
 #include "cli/model_setup.h"
@@ -20,7 +21,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
 #include "train/run_checkpoint.h"
-#include "train/trainer.h"
+#include "train/run_setup.h"
 
 namespace qlt::cli {
 namespace {
@@ -30,7 +31,17 @@ struct EvalArgs {
   bool json = false;
   std::string dump_logits;  // safetensors file for the logits of the first batch
   std::string checkpoint;   // PEFT adapter folder, or a training checkpoint folder
+  std::string merge;        // merge the adapter into weights of this format ("" = do not)
 };
+
+// Bytes of the decoder's linear weights as stored (what differs between formats and merges).
+int64_t decoder_linear_bytes(const model::LlamaModel& model) {
+  int64_t bytes = 0;
+  for (const auto& layer : model.weights.layers)
+    for (int j = 0; j < model::kNumLlamaLinears; ++j)
+      bytes += model::linear_weight(layer, j).storage_bytes();
+  return bytes;
+}
 
 // Refuses a --dump-logits path that cannot be written before any work is done: too long, or
 // in a folder that does not exist.
@@ -64,14 +75,36 @@ int run_eval(const EvalArgs& args) {
     user_error("{}: data.eval is empty; set it to a JSONL file to evaluate on",
                args.config.config_path);
   }
-  set_cpu_threads(cfg.training.threads);
-  const at::Device device = resolve_device(cfg.training.device);
-  parse_compute_dtype(cfg.model.compute_dtype);  // validated before any work
+  const train::RunOptions run = train::run_options(cfg);
+  const at::Device device = run.device;
+  // --merge: the format the merged model is stored in (quantization.* sizes), checked first.
+  std::optional<quant::WeightFormat> merge_format;
+  if (!args.merge.empty()) {
+    QuantizationConfig q = cfg.quantization;
+    q.type = args.merge;
+    try {
+      merge_format = quant::weight_format(q);
+    } catch (const UserError& e) {
+      user_error("--merge {}: {}", args.merge, e.what());
+    }
+    if (args.checkpoint.empty())
+      user_error("--merge needs --checkpoint: the adapter to merge into the frozen weights");
+  }
 
-  // The tokenizer, --checkpoint's folder, the model and its adapter (shared with generate).
-  auto [tokenizer, model] = load_inference_model(cfg, device, args.checkpoint);
+  // The tokenizer, --checkpoint's folder, the model and its adapter (shared with train).
+  auto [tokenizer, model] = load_inference_model(cfg, run, args.checkpoint);
+  int64_t adapter_parameters = 0;
+  for (const auto& p : model::adapter_parameters(model)) adapter_parameters += p.tensor.numel();
+  model::MergeReport merged;
+  if (merge_format) {
+    merged = model::merge_adapters(model, *merge_format);
+    spdlog::info("merged the adapter into {} linears stored as {}: {} exactly, {} re-quantized",
+                 merged.merged, quant::describe(*merge_format), merged.exact,
+                 merged.merged - merged.exact);
+    adapter_parameters = 0;
+  }
   // As in training (train::data_options), but one example per sequence.
-  data::DataOptions options = train::data_options(cfg);
+  data::DataOptions options = cfg.data;
   options.packing = false;
   const train::EvalSet eval_data = train::read_eval_set(cfg.data.eval, options, tokenizer);
   spdlog::info("eval: {} {} of <= {} tokens on {} ({}, frozen weights {})", eval_data.size(),
@@ -95,7 +128,11 @@ int run_eval(const EvalArgs& args) {
                           {"seconds", r.seconds},
                           {"compute_dtype", cfg.model.compute_dtype},
                           {"device", device.str()},
-                          {"quantization", cfg.quantization.type}};
+                          {"quantization", cfg.quantization.type},
+                          {"decoder_linear_bytes", decoder_linear_bytes(model)},
+                          {"adapter_parameters", adapter_parameters},
+                          {"merged_linears", merged.merged},
+                          {"merged_exactly", merged.exact}};
     fmt::print("{}\n", out.dump());
   } else {
     fmt::print(
@@ -117,6 +154,11 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--checkpoint", args->checkpoint,
                   "Apply a LoRA adapter: a PEFT adapter folder (e.g. <run>/final) or a training "
                   "checkpoint folder");
+  sub->add_option("--merge", args->merge,
+                  "Merge the --checkpoint adapter into the frozen weights, stored as FORMAT "
+                  "(none | nf4 | int4, sizes from quantization.*), and evaluate that model: "
+                  "qa-blora and l4q merge into int4 exactly, others are re-quantized")
+      ->option_text("FORMAT");
   sub->add_option("--dump-logits", args->dump_logits,
                   "Also write input_ids and fp32 logits of the first eval batch to this "
                   "safetensors file (to compare with other implementations)");

@@ -66,10 +66,10 @@ int run_generate(const GenerateArgs& args) {
         "e.g. qlora-train generate --config C --prompt \"Once upon a time\"");
   }
   TrainConfig cfg = load_config(args.config.config_path, args.config.overrides);
-  set_cpu_threads(cfg.training.threads);
-  const at::Device device = resolve_device(cfg.training.device);
+  const train::RunOptions run = train::run_options(cfg);
+  const at::Device device = run.device;
   // (Not a structured binding: clang 14 refuses those in lambda captures.)
-  InferenceModel loaded = load_inference_model(cfg, device, args.checkpoint);
+  InferenceModel loaded = load_inference_model(cfg, run, args.checkpoint);
   const tokenizer::Tokenizer& tokenizer = loaded.tokenizer;
   const model::LlamaModel& model = loaded.model;
   const Prompt prompt = make_prompt(args, cfg, tokenizer);

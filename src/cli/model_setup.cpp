@@ -2,10 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/device.h"
 #include "core/errors.h"
 #include "export/peft_adapter.h"
-#include "quant/weight_format.h"
 #include "train/run_checkpoint.h"
 #include "train/trainer.h"
 
@@ -37,26 +35,17 @@ std::filesystem::path checkpoint_adapter_folder(const std::filesystem::path& dir
       dir.string());
 }
 
-InferenceModel load_inference_model(const TrainConfig& cfg, at::Device device,
+InferenceModel load_inference_model(const TrainConfig& cfg, const train::RunOptions& options,
                                     const std::string& checkpoint) {
-  auto tokenizer = tokenizer::Tokenizer::load(cfg.model.path);
   // A wrong --checkpoint is reported before the model is read.
-  const auto folder =
-      checkpoint.empty() ? std::filesystem::path() : checkpoint_adapter_folder(checkpoint);
-  auto model =
-      model::load_llama(cfg.model.path, parse_compute_dtype(cfg.model.compute_dtype), device,
-                        quant::weight_format(cfg.quantization), cfg.model.allow_non_finite);
-  if (tokenizer.vocab_size() > model.config.vocab_size) {
-    user_error(
-        "the tokenizer of {} has {} tokens but the model's vocabulary (embedding rows) is {}: "
-        "the tokenizer does not belong to this model",
-        cfg.model.path, tokenizer.vocab_size(), model.config.vocab_size);
+  train::AdapterSource source;
+  if (!checkpoint.empty()) source.folder = checkpoint_adapter_folder(checkpoint);
+  auto loaded = train::load_model(cfg, options, source);
+  if (!source.folder.empty()) {
+    spdlog::info("adapter {} ({})", source.folder.string(),
+                 train::describe_adapter(*loaded.model.adapter_options));
   }
-  if (!folder.empty()) {
-    exporter::load_peft_adapter(model, folder);
-    spdlog::info("adapter {} (LoRA r={})", folder.string(), model.lora_options->rank);
-  }
-  return {std::move(tokenizer), std::move(model)};
+  return {std::move(loaded.tokenizer), std::move(loaded.model)};
 }
 
 }  // namespace qlt::cli

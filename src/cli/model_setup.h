@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
+#include "train/run_setup.h"
 
 namespace qlt::cli {
 
@@ -21,11 +22,10 @@ struct InferenceModel {
   model::LlamaModel model;
 };
 
-// The tokenizer first (it says what is wrong with a model.path that is not a model), then
-// --checkpoint's folder is checked, then the model is read onto `device`; UserError when the
-// tokenizer has more tokens than the embedding has rows; with a non-empty `checkpoint` its adapter
-// attached (checkpoint_adapter_folder).
-InferenceModel load_inference_model(const TrainConfig& cfg, at::Device device,
+// --checkpoint's folder is checked first, then train::load_model (shared with `train`): the
+// tokenizer, the model in the options' device, dtype and format, and with a non-empty
+// `checkpoint` its adapter (checkpoint_adapter_folder; its own adapter type and options).
+InferenceModel load_inference_model(const TrainConfig& cfg, const train::RunOptions& options,
                                     const std::string& checkpoint);
 
 }  // namespace qlt::cli

@@ -70,7 +70,8 @@ const std::vector<ConfigKey>& config_keys() {
           .range(32, 128),  // 32, 64 or 128: checked by quant::check_int4_group_size
       key("adapter.type", "trainable adapter on every targeted linear layer",
           [](auto& c) { return &c.adapter.type; })
-          .one_of({"lora"}),
+          .one_of({"none", "lora", "blora", "qa-blora",
+                   "l4q"}),  // = adapters::adapter_type_names() (tested)
       key("adapter.rank", "LoRA rank r", [](auto& c) { return &c.adapter.rank; }).range(1, 65536),
       key("adapter.alpha", "LoRA alpha: scaling = alpha / rank (alpha / sqrt(rank) with rsLoRA)",
           [](auto& c) { return &c.adapter.alpha; })
@@ -83,6 +84,23 @@ const std::vector<ConfigKey>& config_keys() {
       key("adapter.target_modules", "linear layers that get an adapter",
           [](auto& c) { return &c.adapter.target_modules; })
           .one_of({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}),
+      key("adapter.balance",
+          "blora: balance factor λ (input averaged over λ features, output repeated λ times, "
+          "rank λ*rank at LoRA-rank's parameter count); qa-blora: output repeat",
+          [](auto& c) { return &c.adapter.balance; })
+          .range(1, 64),
+      key("adapter.l4q_bits", "l4q: bits of the learned quantizer (4: codes 0..15, 3: 0..7)",
+          [](auto& c) { return &c.adapter.l4q_bits; })
+          .range(3, 4),
+      key("adapter.l4q_group_size",
+          "l4q: inputs of a row sharing one learned (scale, offset); 32 (= GGUF Q4_1), 64 or 128",
+          [](auto& c) { return &c.adapter.l4q_group_size; })
+          .range(32, 128),  // 32, 64 or 128: checked by adapters::adapter_options
+      key("adapter.l4q_warmup_steps",
+          "l4q: optimizer steps of plain LoRA before the quantizer starts (its scale and offset "
+          "are then initialized from the adapted weights)",
+          [](auto& c) { return &c.adapter.l4q_warmup_steps; })
+          .range(0, kInt64Max),
       key("data.train", "training set, JSONL (read by `train`)",
           [](auto& c) { return &c.data.train; }),
       key("data.eval", "evaluation set, JSONL (read by `eval` and by `train`)",

@@ -34,13 +34,19 @@ struct QuantizationConfig {
 };
 
 struct AdapterConfig {
-  std::string type = "lora";  // "lora" (QLoRA when quantization.type is nf4)
-  int64_t rank = 64;          // r: inner dimension of A [r, in] and B [out, r]
-  double alpha = 16.0;        // scaling = alpha / r (alpha / sqrt(r) with use_rslora)
-  double dropout = 0.05;      // on the adapter's input, training only
+  // "none" | "lora" (QLoRA when quantization.type is nf4) | "blora" (Q-BLoRA) | "qa-blora"
+  // (QA-BLoRA, INT4 base) | "l4q" (adapters/adapter.h has what each is)
+  std::string type = "lora";
+  int64_t rank = 64;      // r: inner dimension of A [r, in] and B [out, r]
+  double alpha = 16.0;    // scaling = alpha / r (alpha / sqrt(r) with use_rslora)
+  double dropout = 0.05;  // on the adapter's input, training only (lora, blora, qa-blora)
   bool use_rslora = false;
   std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
+  int64_t balance = 2;           // blora: λ (pool and repeat, rank λr); qa-blora: output repeat
+  int64_t l4q_bits = 4;          // l4q: 4 (Q4_1-style codes 0..15) or 3 (0..7)
+  int64_t l4q_group_size = 32;   // l4q: inputs per learned (scale, offset); 32 = GGUF Q4_1
+  int64_t l4q_warmup_steps = 0;  // l4q: plain LoRA steps before fake quantization starts
 };
 
 struct DataConfig {

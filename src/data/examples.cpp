@@ -76,7 +76,11 @@ std::vector<Segment> record_segments(const nlohmann::json& object, const Where& 
 
 ExampleSet read_examples(const std::filesystem::path& file, const tokenizer::Tokenizer& tokenizer,
                          const DataOptions& options) {
-  validate(options);
+  // Values were validated with the config (data.format, data.max_seq_len); a caller that builds
+  // options by hand gets an internal error instead of a misread file.
+  TORCH_CHECK(options.format == "text" || options.format == "alpaca" || options.format == "chat",
+              "read_examples: unknown data format ", options.format);
+  TORCH_CHECK(options.max_seq_len >= 2, "read_examples: max_seq_len ", options.max_seq_len);
   ExampleSet set;
   const auto max_len = static_cast<size_t>(options.max_seq_len);
   // "auto" becomes the model's own template once, before any record is read.

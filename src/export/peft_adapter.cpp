@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/config.h"
 #include "core/errors.h"
 #include "core/json_reader.h"
 #include "io/atomic_file.h"
@@ -31,9 +32,9 @@ json number_json(double value) {
 // The keys peft 0.21.2's LoraConfig.save_pretrained writes (tests/fixtures/lora_llama_gqa/
 // adapter/adapter_config.json), with the values that describe a plain LoRA. "peft_version" is
 // left out: PEFT fills it in with its own version when absent.
-json peft_config_json(const adapters::LoraOptions& options, const std::string& base_model) {
+json peft_config_json(const adapters::AdapterOptions& options, const std::string& base_model) {
   std::vector<std::string> targets;
-  for (const auto& t : options.target_modules) {
+  for (const auto& t : options.target_modules()) {
     if (std::find(targets.begin(), targets.end(), t) == targets.end()) targets.push_back(t);
   }
   json j = json::object();
@@ -55,9 +56,9 @@ json peft_config_json(const adapters::LoraOptions& options, const std::string& b
   j["layers_pattern"] = nullptr;
   j["layers_to_transform"] = nullptr;
   j["loftq_config"] = json::object();
-  j["lora_alpha"] = number_json(options.alpha);
+  j["lora_alpha"] = number_json(adapters::peft_alpha(options));
   j["lora_bias"] = false;
-  j["lora_dropout"] = options.dropout;
+  j["lora_dropout"] = options.config.dropout;
   j["lora_ga_config"] = nullptr;
   j["megatron_config"] = nullptr;
   j["megatron_core"] = "megatron.core";
@@ -65,7 +66,7 @@ json peft_config_json(const adapters::LoraOptions& options, const std::string& b
   j["monteclora_config"] = nullptr;
   j["peft_type"] = "LORA";
   j["qalora_group_size"] = 16;
-  j["r"] = options.rank;
+  j["r"] = adapters::peft_rank(options);
   j["rank_pattern"] = json::object();
   j["revision"] = nullptr;
   j["target_modules"] = targets;
@@ -75,7 +76,7 @@ json peft_config_json(const adapters::LoraOptions& options, const std::string& b
   j["use_bdlora"] = nullptr;
   j["use_dora"] = false;
   j["use_qalora"] = false;
-  j["use_rslora"] = options.use_rslora;
+  j["use_rslora"] = options.config.use_rslora;
   j["velora_config"] = nullptr;
   return j;
 }
@@ -86,7 +87,7 @@ bool is_unset(const json& j) {
          ((j.is_object() || j.is_array() || j.is_string()) && j.empty());
 }
 
-adapters::LoraOptions lora_options_from_json(const json& j, const std::string& file) {
+AdapterConfig lora_config_from_json(const json& j, const std::string& file) {
   if (!j.is_object()) user_error("{}: expected a JSON object", file);
   auto peft_type = j.value("peft_type", json());
   if (peft_type != "LORA") {
@@ -124,7 +125,8 @@ adapters::LoraOptions lora_options_from_json(const json& j, const std::string& f
     }
   }
 
-  adapters::LoraOptions o;
+  AdapterConfig o;
+  o.type = "lora";
   if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() < 1) {
     user_error("{}: key \"r\" must be a positive integer, got {}", file,
                j.contains("r") ? j["r"].dump() : std::string("nothing"));
@@ -169,30 +171,74 @@ adapters::LoraOptions lora_options_from_json(const json& j, const std::string& f
         "\"all-linear\", got {} (regular expressions are not supported)",
         file, fmt::join(names, ", "), targets.dump());
   }
-  adapters::check_lora_options(o);
   return o;
+}
+
+// kNativeAdapterFile's metadata keys.
+constexpr const char* kAdapterMetaKey = "qlora_train.adapter";            // adapter.* as JSON
+constexpr const char* kPoolMetaKey = "qlora_train.pool";                  // pooling window
+constexpr const char* kQuantizingMetaKey = "qlora_train.l4q_quantizing";  // "true" | "false"
+
+// The adapter section as JSON, every key (the config table's own dump).
+json adapter_config_json(const AdapterConfig& config) {
+  TrainConfig whole;
+  whole.adapter = config;
+  return config_to_json(whole)["adapter"];
+}
+
+// Reads the adapter section and state from kNativeAdapterFile's metadata, validated by the
+// config table like any config.
+void read_native_meta(const std::map<std::string, std::string>& meta, const std::string& file,
+                      PeftAdapter& adapter) {
+  auto field = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    if (it == meta.end()) {
+      user_error("{}: metadata key \"{}\" is missing; the file was not written by qlora-train",
+                 file, key);
+    }
+    return it->second;
+  };
+  const json section = parse_json(field(kAdapterMetaKey), file + " metadata " + kAdapterMetaKey);
+  adapter.config = config_from_json(json{{"model", {{"path", "-"}}}, {"adapter", section}},
+                                    file + " metadata " + kAdapterMetaKey)
+                       .adapter;
+  const std::string& pool = field(kPoolMetaKey);
+  if (pool.empty() || pool.size() > 6 || !std::all_of(pool.begin(), pool.end(), ::isdigit) ||
+      std::stoll(pool) < 1) {
+    user_error("{}: metadata key \"{}\" is \"{}\", expected a positive integer", file, kPoolMetaKey,
+               pool);
+  }
+  adapter.pool = std::stoll(pool);
+  const std::string& quantizing = field(kQuantizingMetaKey);
+  if (quantizing != "true" && quantizing != "false") {
+    user_error("{}: metadata key \"{}\" is \"{}\", expected true or false", file,
+               kQuantizingMetaKey, quantizing);
+  }
+  adapter.l4q_quantizing = quantizing == "true";
 }
 
 }  // namespace
 
 void write_peft_adapter(const std::filesystem::path& dir, const model::LlamaModel& model,
-                        const adapters::LoraOptions& options,
                         const std::string& base_model_name_or_path) {
-  auto params = model::lora_parameters(model);
-  const auto expected = model::expected_lora_tensors(model, options);
-  TORCH_CHECK(params.size() == expected.size(), "write_peft_adapter: the model has ", params.size(),
-              " adapter tensors, the options describe ", expected.size());
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (size_t i = 0; i < params.size(); ++i) {
-    TORCH_CHECK(params[i].first == expected[i].name &&
-                    params[i].second.sizes() == at::IntArrayRef(expected[i].shape),
-                "write_peft_adapter: adapter ", params[i].first, " ", params[i].second.sizes(),
-                " does not match the options (", expected[i].name, ")");
-    tensors.emplace_back(params[i].first,
-                         params[i].second.detach().to(at::kCPU, at::kFloat).contiguous());
+  TORCH_CHECK(model.adapter_options.has_value() && model.has_adapters(),
+              "write_peft_adapter: the model has no adapters");
+  const adapters::AdapterOptions& options = *model.adapter_options;
+  auto cpu = [](const at::Tensor& t) { return t.detach().to(at::kCPU, at::kFloat).contiguous(); };
+  std::vector<std::pair<std::string, at::Tensor>> peft;
+  for (auto& [name, t] : model::peft_lora_tensors(model)) peft.emplace_back(name, cpu(t));
+  io::save_safetensors(dir / kPeftWeightsFile, peft, {{"format", "pt"}});
+  if (options.kind != adapters::AdapterKind::kLora) {
+    std::vector<std::pair<std::string, at::Tensor>> native;
+    for (auto& p : model::adapter_parameters(model)) native.emplace_back(p.name, cpu(p.tensor));
+    const bool quantizing =
+        options.kind == adapters::AdapterKind::kL4q && model::l4q_quantizing(model);
+    io::save_safetensors(dir / kNativeAdapterFile, native,
+                         {{"format", "pt"},
+                          {kAdapterMetaKey, adapter_config_json(options.config).dump()},
+                          {kPoolMetaKey, std::to_string(options.pool)},
+                          {kQuantizingMetaKey, quantizing ? "true" : "false"}});
   }
-  io::save_safetensors(dir / kPeftWeightsFile, tensors, {{"format", "pt"}});
-
   io::write_file_atomically(dir / kPeftConfigFile,
                             peft_config_json(options, base_model_name_or_path).dump(2));
 }
@@ -213,14 +259,16 @@ PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {
           dir.string(), problem);
   }
   const auto config_path = dir / kPeftConfigFile;
-  const auto weights_path = dir / kPeftWeightsFile;
   PeftAdapter adapter;
   const json j = read_json_file(config_path, fmt::format("; a PEFT adapter folder holds {} and {}",
                                                          kPeftConfigFile, kPeftWeightsFile));
-  adapter.options = lora_options_from_json(j, config_path.string());
+  adapter.config = lora_config_from_json(j, config_path.string());
   if (j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string()) {
     adapter.base_model_name_or_path = j["base_model_name_or_path"].get<std::string>();
   }
+  const auto native_path = dir / kNativeAdapterFile;
+  const bool native = std::filesystem::exists(native_path);
+  const auto weights_path = native ? native_path : dir / kPeftWeightsFile;
   if (!std::filesystem::exists(weights_path)) {
     user_error(
         "{}: missing; a PEFT adapter folder holds {} (adapter_model.bin is not read: "
@@ -228,10 +276,11 @@ PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {
         weights_path.string(), kPeftWeightsFile);
   }
   auto file = io::SafetensorsFile::open(weights_path);
+  if (native) read_native_meta(file.metadata(), native_path.string(), adapter);
   for (const auto& info : file.tensors()) {
     auto t = file.tensor(info.name);
     if (!at::isFloatingType(t.scalar_type())) {
-      user_error("{}: tensor \"{}\" has dtype {}; LoRA weights must be F32, BF16 or F16",
+      user_error("{}: tensor \"{}\" has dtype {}; adapter weights must be F32, BF16 or F16",
                  weights_path.string(), info.name, info.dtype);
     }
     adapter.tensors.emplace(info.name, t);
@@ -239,9 +288,27 @@ PeftAdapter read_peft_adapter(const std::filesystem::path& dir) {
   return adapter;
 }
 
-void load_peft_adapter(model::LlamaModel& model, const std::filesystem::path& dir) {
+void load_peft_adapter(model::LlamaModel& model, const std::filesystem::path& dir,
+                       const quant::WeightFormat& format, const std::string& expected_type) {
   auto adapter = read_peft_adapter(dir);
-  model::attach_lora(model, adapter.options, adapter.tensors, (dir / kPeftWeightsFile).string());
+  if (!expected_type.empty() && adapter.config.type != expected_type) {
+    user_error(
+        "{}: the adapter is of type {} but adapter.type is {}; a checkpoint continues only as "
+        "the adapter type it was trained as (set adapter.type to {} or start a new run)",
+        dir.string(), adapter.config.type, expected_type, adapter.config.type);
+  }
+  const adapters::AdapterOptions options = adapters::adapter_options(adapter.config, format);
+  if (options.pool != adapter.pool) {
+    user_error(
+        "{}: the {} adapter was trained with a pooling window of {} inputs, but this config "
+        "gives {} (for qa-blora: quantization.group_size); use the quantization it was trained "
+        "with",
+        dir.string(), adapter.config.type, adapter.pool, options.pool);
+  }
+  const bool native = std::filesystem::exists(dir / kNativeAdapterFile);
+  model::attach_adapters(model, options, adapter.tensors,
+                         (dir / (native ? kNativeAdapterFile : kPeftWeightsFile)).string(),
+                         adapter.l4q_quantizing);
 }
 
 }  // namespace qlt::exporter

@@ -25,8 +25,6 @@ const std::array<std::string, kNumLlamaLinears>& llama_linear_names() {
   return names;
 }
 
-namespace {
-
 enum Linear : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
 
 const adapters::FrozenWeight& linear_weight(const LlamaLayerWeights& l, int linear) {
@@ -49,14 +47,23 @@ const adapters::FrozenWeight& linear_weight(const LlamaLayerWeights& l, int line
   TORCH_CHECK(false, "linear_weight: bad linear index ", linear);
 }
 
+adapters::FrozenWeight& linear_weight(LlamaLayerWeights& l, int linear) {
+  return const_cast<adapters::FrozenWeight&>(
+      linear_weight(static_cast<const LlamaLayerWeights&>(l), linear));
+}
+
+namespace {
+
 // x [..., in] -> [..., out] through linear `linear` of layer `layer`, with its adapter if any.
 at::Tensor layer_linear(const LlamaModel& m, int64_t layer, int linear, const at::Tensor& x,
                         const ForwardOptions& options) {
   const auto& base = linear_weight(m.weights.layers[layer], linear);
-  if (m.lora.empty()) return adapters::frozen_linear(x, base);
-  adapters::LoraDropout dropout{m.lora_options ? m.lora_options->dropout : 0.0, options.training,
+  if (!m.has_adapters()) return adapters::frozen_linear(x, base);
+  const auto& adapter = m.adapters[layer][linear];
+  adapters::LoraDropout dropout{m.adapter_options->config.dropout, options.training,
                                 options.dropout_generator};
-  return adapters::adapted_linear(x, base, m.lora[layer][linear], dropout);
+  return adapters::adapted_linear(x, base, adapter ? &*adapter : nullptr, *m.adapter_options,
+                                  dropout);
 }
 
 // Queries, keys and values of x [B, T, hidden] with RoPE applied to q and k:
@@ -261,125 +268,6 @@ std::string peft_module_key(int64_t layer, int linear) {
   const char* block = linear <= kO ? "self_attn" : "mlp";
   return fmt::format("base_model.model.model.layers.{}.{}.{}", layer, block,
                      llama_linear_names()[linear]);
-}
-
-namespace {
-
-// Which linears the options target (indexed as llama_linear_names()); UserError for a name
-// that is not one of them.
-std::array<bool, kNumLlamaLinears> targeted_linears(const adapters::LoraOptions& options) {
-  adapters::check_lora_options(options);
-  const auto& names = llama_linear_names();
-  std::array<bool, kNumLlamaLinears> targeted{};
-  for (const auto& module : options.target_modules) {
-    auto it = std::find(names.begin(), names.end(), module);
-    if (it == names.end()) {
-      user_error("unknown LoRA target module '{}'; a LLaMA model has these linear layers: {}",
-                 module, fmt::join(names, ", "));
-    }
-    targeted[it - names.begin()] = true;
-  }
-  return targeted;
-}
-
-}  // namespace
-
-std::vector<ExpectedTensor> expected_lora_tensors(const LlamaModel& model,
-                                                  const adapters::LoraOptions& options) {
-  const auto targeted = targeted_linears(options);
-  std::vector<ExpectedTensor> expected;
-  for (int64_t i = 0; i < static_cast<int64_t>(model.weights.layers.size()); ++i) {
-    for (int j = 0; j < kNumLlamaLinears; ++j) {
-      if (!targeted[j]) continue;
-      const auto& w = linear_weight(model.weights.layers[i], j);
-      const auto key = peft_module_key(i, j);
-      expected.push_back({key + ".lora_A.weight", {options.rank, w.in_features()}});
-      expected.push_back({key + ".lora_B.weight", {w.out_features(), options.rank}});
-    }
-  }
-  return expected;
-}
-
-void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
-                 at::Generator& generator) {
-  const auto targeted = targeted_linears(options);
-  std::vector<LayerLora> lora(model.weights.layers.size());
-  for (size_t i = 0; i < lora.size(); ++i) {
-    for (int j = 0; j < kNumLlamaLinears; ++j) {
-      if (!targeted[j]) continue;
-      const auto& w = linear_weight(model.weights.layers[i], j);
-      lora[i][j] = adapters::init_lora_weights(w.in_features(), w.out_features(), options,
-                                               generator, model.device());
-    }
-  }
-  model.lora = std::move(lora);
-  model.lora_options = options;
-}
-
-void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
-                 const std::map<std::string, at::Tensor>& tensors, const std::string& source) {
-  const auto expected = expected_lora_tensors(model, options);
-  std::vector<std::string> problems;
-  std::set<std::string> expected_names;
-  for (const auto& e : expected) {
-    expected_names.insert(e.name);
-    auto it = tensors.find(e.name);
-    if (it == tensors.end()) {
-      problems.push_back(
-          fmt::format("missing {} (expected shape [{}])", e.name, fmt::join(e.shape, ", ")));
-    } else if (it->second.sizes() != at::IntArrayRef(e.shape)) {
-      problems.push_back(fmt::format("{} has shape [{}], expected [{}] (rank {})", e.name,
-                                     fmt::join(it->second.sizes(), ", "), fmt::join(e.shape, ", "),
-                                     options.rank));
-    } else if (!at::isFloatingType(it->second.scalar_type())) {
-      problems.push_back(fmt::format("{} has dtype {}, expected a float type", e.name,
-                                     std::string(c10::toString(it->second.scalar_type()))));
-    }
-  }
-  for (const auto& [name, tensor] : tensors) {
-    if (!expected_names.count(name)) {
-      problems.push_back(
-          fmt::format("unexpected {} (shape [{}])", name, fmt::join(tensor.sizes(), ", ")));
-    }
-  }
-  if (!problems.empty()) {
-    user_error(
-        "{}: adapter tensors do not match the model and the LoRA options (r={}, "
-        "target_modules {}): {}; check that the adapter was trained for this base model",
-        source, options.rank, fmt::join(options.target_modules, ","), fmt::join(problems, "; "));
-  }
-  const auto targeted = targeted_linears(options);
-  const double scaling = adapters::lora_scaling(options);
-  auto to_leaf = [&](const at::Tensor& t) {
-    return t.detach()
-        .to(model.device(), at::kFloat, /*non_blocking=*/false, /*copy=*/true)
-        .requires_grad_(true);
-  };
-  std::vector<LayerLora> lora(model.weights.layers.size());
-  for (int64_t i = 0; i < static_cast<int64_t>(lora.size()); ++i) {
-    for (int j = 0; j < kNumLlamaLinears; ++j) {
-      if (!targeted[j]) continue;
-      const auto key = peft_module_key(i, j);
-      lora[i][j] = adapters::LoraWeights{to_leaf(tensors.at(key + ".lora_A.weight")),
-                                         to_leaf(tensors.at(key + ".lora_B.weight")), scaling};
-    }
-  }
-  model.lora = std::move(lora);
-  model.lora_options = options;
-}
-
-std::vector<std::pair<std::string, at::Tensor>> lora_parameters(const LlamaModel& model) {
-  std::vector<std::pair<std::string, at::Tensor>> params;
-  for (int64_t i = 0; i < static_cast<int64_t>(model.lora.size()); ++i) {
-    for (int j = 0; j < kNumLlamaLinears; ++j) {
-      const auto& w = model.lora[i][j];
-      if (!w) continue;
-      const auto key = peft_module_key(i, j);
-      params.emplace_back(key + ".lora_A.weight", w->A);
-      params.emplace_back(key + ".lora_B.weight", w->B);
-    }
-  }
-  return params;
 }
 
 }  // namespace qlt::model

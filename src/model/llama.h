@@ -1,6 +1,7 @@
 // The LLaMA decoder forward pass (Hugging Face LlamaForCausalLM semantics):
 // embed -> L x [x + attn(rmsnorm(x)); x + mlp(rmsnorm(x))] -> rmsnorm -> lm_head,
-// with optional LoRA adapters (PEFT semantics, adapters/lora.h) on the 7 decoder linears.
+// with optional adapters (adapters/adapter.h: LoRA, Q-BLoRA, QA-BLoRA, L4Q) on the 7 decoder
+// linears.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "adapters/lora.h"
+#include "adapters/adapter.h"
 #include "model/kv_cache.h"
 #include "model/llama_config.h"
 #include "model/llama_weights.h"
@@ -28,8 +29,12 @@ inline constexpr int kNumLlamaLinears = 7;
 // "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"
 const std::array<std::string, kNumLlamaLinears>& llama_linear_names();
 
+// The frozen weight of linear `linear` (llama_linear_names() index) of a layer.
+const adapters::FrozenWeight& linear_weight(const LlamaLayerWeights& layer, int linear);
+adapters::FrozenWeight& linear_weight(LlamaLayerWeights& layer, int linear);
+
 // One optional adapter per targetable linear, indexed as llama_linear_names().
-using LayerLora = std::array<std::optional<adapters::LoraWeights>, kNumLlamaLinears>;
+using LayerAdapters = std::array<std::optional<adapters::Adapter>, kNumLlamaLinears>;
 
 struct ForwardOptions {
   bool training = false;  // enables LoRA dropout (the base model has no dropout)
@@ -48,10 +53,12 @@ struct ForwardOptions {
 struct LlamaModel {
   LlamaConfig config;
   LlamaWeights weights;
-  at::ScalarType compute_dtype = at::kFloat;          // activations and linear weights
-  at::Tensor inv_freq;                                // [head_dim/2] fp32 RoPE frequencies
-  std::optional<adapters::LoraOptions> lora_options;  // set with the adapters by attach_lora
-  std::vector<LayerLora> lora;  // [num_layers] when adapters are attached, else empty
+  at::ScalarType compute_dtype = at::kFloat;  // activations and linear weights
+  at::Tensor inv_freq;                        // [head_dim/2] fp32 RoPE frequencies
+  // Set with the adapters by attach_adapters; [num_layers] adapters when attached, else empty.
+  std::optional<adapters::AdapterOptions> adapter_options;
+  std::vector<LayerAdapters> adapters;
+  bool has_adapters() const { return !adapters.empty(); }
 
   at::Device device() const { return weights.embed_tokens.device(); }
 
@@ -110,29 +117,60 @@ at::Tensor decoder_layer(const LlamaModel& model, int64_t layer, const at::Tenso
 // "base_model.model.model.layers.3.self_attn.q_proj" or "...layers.3.mlp.down_proj".
 std::string peft_module_key(int64_t layer, int linear);
 
-// Checks options (adapters::check_lora_options) and that every target module is one of
-// llama_linear_names() (UserError listing the valid names), then attaches freshly initialized
-// adapters (PEFT default init, drawn from `generator` in lora_parameters order) to every
-// targeted linear of every layer, on the model's device. Replaces adapters attached before.
-void attach_lora(LlamaModel& model, const adapters::LoraOptions& options, at::Generator& generator);
+// Checks that every target module is one of llama_linear_names() (UserError listing the valid
+// names) and each targeted linear's shape (adapters::check_adapter_shape), then attaches freshly
+// initialized adapters (adapters::init_adapter, drawn from `generator` in adapter_parameters
+// order) to every targeted linear of every layer, on the model's device. Replaces adapters
+// attached before; adapter.type none detaches them.
+void attach_adapters(LlamaModel& model, const adapters::AdapterOptions& options,
+                     at::Generator& generator);
 
-// Every adapter tensor the options call for on this model, by PEFT key and shape, in
-// lora_parameters order: lora_A.weight [r, in], lora_B.weight [out, r].
-std::vector<ExpectedTensor> expected_lora_tensors(const LlamaModel& model,
-                                                  const adapters::LoraOptions& options);
+// Every adapter tensor the options call for on this model, by name and shape, in
+// adapter_parameters order: "<peft module key>.lora_A.weight", ".lora_B.weight" (native shapes,
+// adapters::adapter_tensor_specs), and for l4q ".l4q_scale", ".l4q_offset".
+std::vector<ExpectedTensor> expected_adapter_tensors(const LlamaModel& model,
+                                                     const adapters::AdapterOptions& options);
 
-// Attaches adapters with the given values (e.g. read from a PEFT adapter file named
-// `source`). Checks options as above; missing, unexpected and wrongly shaped tensors (a rank
-// other than options.rank shows as a wrong shape) are all reported in one UserError naming
-// `source` and each key. Values are copied to fp32 leaves with requires_grad on the model's
-// device.
-void attach_lora(LlamaModel& model, const adapters::LoraOptions& options,
-                 const std::map<std::string, at::Tensor>& tensors, const std::string& source);
+// Attaches adapters with the given values (a checkpoint or adapter folder named `source`).
+// Missing, unexpected and wrongly shaped tensors (a rank other than the options' shows as a
+// wrong shape) are all reported in one UserError naming `source` and each key. Values are
+// copied to fp32 leaves with requires_grad on the model's device.
+void attach_adapters(LlamaModel& model, const adapters::AdapterOptions& options,
+                     const std::map<std::string, at::Tensor>& tensors, const std::string& source,
+                     bool l4q_quantizing = true);
 
-// The attached adapter tensors (the trainable parameters), named by PEFT's state-dict keys
-// ("base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight"), ordered by layer,
-// then linear (llama_linear_names order), then lora_A before lora_B. Empty without adapters.
-// The tensors are the model's own leaves (not copies).
-std::vector<std::pair<std::string, at::Tensor>> lora_parameters(const LlamaModel& model);
+// THE accessor of the trainable tensors: the attached adapters' tensors named as
+// expected_adapter_tensors says, ordered by layer, then linear (llama_linear_names order), then
+// the adapter's own order. The tensors are the model's own leaves (not copies). Empty without
+// adapters.
+struct TrainableTensor {
+  std::string name;
+  at::Tensor tensor;
+  bool weight_decay = true;  // false for the L4Q quantizer's scale and offset
+};
+std::vector<TrainableTensor> adapter_parameters(const LlamaModel& model);
+
+// The trainable tensors of decoder layer `layer` (activation checkpointing recomputes a layer
+// with them as inputs).
+std::vector<at::Tensor> layer_adapter_tensors(const LlamaModel& model, int64_t layer);
+
+// The adapters as one standard PEFT LoRA (adapters::peft_lora_of): PEFT's state-dict keys
+// ("<module>.lora_A.weight" [R, in], ".lora_B.weight" [out, R]), in adapter_parameters order.
+std::vector<std::pair<std::string, at::Tensor>> peft_lora_tensors(const LlamaModel& model);
+
+// L4Q: whether the quantizer is on (false during the LoRA warm-up), and switching it on
+// (adapters::start_l4q_quantization on every adapter). Internal error for other kinds.
+bool l4q_quantizing(const LlamaModel& model);
+void start_l4q_quantization(LlamaModel& model);
+
+// Merges every adapter into its frozen weight, stored in `target` (adapters::merge_adapter),
+// stores the decoder linears without an adapter in `target` too (unless they already are), and
+// detaches the adapters: the model is then the deployable merged model. Returns how many linears
+// were merged and how many of them exactly.
+struct MergeReport {
+  int64_t merged = 0;
+  int64_t exact = 0;
+};
+MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target);
 
 }  // namespace qlt::model

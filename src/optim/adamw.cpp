@@ -63,7 +63,8 @@ void validate(const AdamWOptions& o) {
                 o.weight_decay, ">= 0");
 }
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options)
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
+             const std::set<std::string>& no_weight_decay)
     : options_(options) {
   validate(options_);
   std::set<std::string> names;
@@ -76,7 +77,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
                 "; the optimizer keeps fp32 master weights only");
     // [&t = p]: clang (C++20 as implemented in clang 14) cannot capture a structured binding.
     auto zeros = [&t = p] { return at::zeros_like(t, at::MemoryFormat::Preserve); };
-    params_.push_back({name, p, zeros(), zeros(), 0});
+    params_.push_back({name, p, zeros(), zeros(), 0, no_weight_decay.count(name) == 0});
   }
 }
 
@@ -91,7 +92,7 @@ void AdamW::step(double lr) {
     TORCH_CHECK(grad.scalar_type() == at::kFloat, "AdamW: gradient of ", s.name, " is ",
                 grad.scalar_type());
     s.step += 1;
-    if (options_.weight_decay != 0) s.param.mul_(1 - lr * options_.weight_decay);
+    if (options_.weight_decay != 0 && s.decay) s.param.mul_(1 - lr * options_.weight_decay);
     s.exp_avg.lerp_(grad, 1 - beta1);
     s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
     // torch keeps the step as a float32 tensor and reads it back with item(): exact below 2^24.

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,12 +39,16 @@ struct AdamWParam {
   at::Tensor exp_avg;     // same shape, fp32: first moment m
   at::Tensor exp_avg_sq;  // same shape, fp32: second moment v
   int64_t step = 0;       // optimizer steps this parameter took (had a gradient)
+  bool decay = true;      // weight decay applies (torch: a param group with weight_decay 0)
 };
 
 struct AdamW {
   // `params`: named leaf fp32 tensors with requires_grad, names unique. State starts at zero
   // (torch creates the same zeros lazily at a parameter's first step).
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+  // Parameters named in `no_weight_decay` get none (as a torch param group with weight_decay
+  // 0; e.g. the L4Q quantizer's scales, which decay would shrink).
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
+        const std::set<std::string>& no_weight_decay = {});
 
   // One update with learning rate `lr` (this step's value from the schedule). Parameters
   // whose grad is undefined are skipped entirely, like torch (no decay, no step count).

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include "core/device.h"
@@ -41,11 +42,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-data::DataOptions data_options(const TrainConfig& cfg) {
-  return {cfg.data.format, cfg.data.chat_template, cfg.data.max_seq_len, cfg.data.packing,
-          cfg.data.train_on_inputs};
-}
-
 Trainer::Trainer(TrainerOptions options)
     : options_(std::move(options)), cfg_(options_.config), run_dir_(cfg_.checkpoint.output_dir) {}
 
@@ -55,12 +51,16 @@ void Trainer::setup() {
     user_error("{}: data.train is empty; set it to the JSONL training set", origin);
   if (cfg_.checkpoint.output_dir.empty())
     user_error("{}: checkpoint.output_dir is empty; set it to the run directory", origin);
-  set_cpu_threads(cfg_.training.threads);
-  device_ = resolve_device(cfg_.training.device);
-  dtype_ = parse_compute_dtype(cfg_.model.compute_dtype);
-  lora_ = adapters::LoraOptions{cfg_.adapter.rank, cfg_.adapter.alpha, cfg_.adapter.dropout,
-                                cfg_.adapter.use_rslora, cfg_.adapter.target_modules};
-  adapters::check_lora_options(lora_);
+  // The config as typed options, validated once, before anything is read or written.
+  run_ = run_options(cfg_);
+  device_ = run_.device;
+  dtype_ = run_.dtype;
+  if (run_.adapter.none()) {
+    user_error(
+        "{}: adapter.type is none: there is nothing to train; choose one of lora, blora, "
+        "qa-blora, l4q",
+        origin);
+  }
   optim::AdamWOptions adamw{cfg_.optimizer.lr, cfg_.optimizer.beta1, cfg_.optimizer.beta2,
                             cfg_.optimizer.eps, cfg_.optimizer.weight_decay};
   optim::validate(adamw);
@@ -78,32 +78,30 @@ void Trainer::setup() {
   resolve_resume_checkpoint();
   check_stop_during_setup("checking the run folder");
 
-  tokenizer_ = tokenizer::Tokenizer::load(cfg_.model.path);
-  model_ = model::load_llama(cfg_.model.path, dtype_, device_,
-                             quant::weight_format(cfg_.quantization), cfg_.model.allow_non_finite);
-  if (tokenizer_->vocab_size() > model_.config.vocab_size)
-    user_error(
-        "the tokenizer of {} has {} tokens but the model's vocabulary (embedding rows) is "
-        "{}: the tokenizer does not belong to this model",
-        cfg_.model.path, tokenizer_->vocab_size(), model_.config.vocab_size);
-  check_stop_during_setup("loading the model");
+  // The resumed checkpoint's adapter (of the configured type), or fresh ones from the seed.
+  AdapterSource source;
   if (resume_checkpoint_) {
-    exporter::load_peft_adapter(model_, *resume_checkpoint_ / kCheckpointAdapterDir);
+    source.folder = *resume_checkpoint_ / kCheckpointAdapterDir;
+    source.expected_type = cfg_.adapter.type;
   } else {
-    // PEFT's init (kaiming-uniform A, zero B) from the run's seed.
-    at::Generator init = at::globalContext().defaultGenerator(at::kCPU).clone();
-    init.set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
-    model::attach_lora(model_, lora_, init);
+    source.seed = cfg_.training.seed;
   }
-  params_ = model::lora_parameters(model_);
-  layer_params_.assign(model_.lora.size(), {});
-  for (size_t i = 0; i < model_.lora.size(); ++i)
-    for (const auto& lora : model_.lora[i])
-      if (lora) layer_params_[i].insert(layer_params_[i].end(), {lora->A, lora->B});
+  auto loaded = load_model(cfg_, run_, source);
+  tokenizer_ = std::move(loaded.tokenizer);
+  model_ = std::move(loaded.model);
+  check_stop_during_setup("loading the model");
+  std::set<std::string> no_decay;
+  for (auto& p : model::adapter_parameters(model_)) {
+    if (!p.weight_decay) no_decay.insert(p.name);
+    params_.emplace_back(p.name, p.tensor);
+  }
+  layer_params_.assign(model_.adapters.size(), {});
+  for (size_t i = 0; i < model_.adapters.size(); ++i)
+    layer_params_[i] = model::layer_adapter_tensors(model_, static_cast<int64_t>(i));
 
   load_data();
   check_stop_during_setup("reading the data");
-  optimizer_ = std::make_unique<optim::AdamW>(params_, adamw);
+  optimizer_ = std::make_unique<optim::AdamW>(params_, adamw, no_decay);
   dropout_generator_ = at::globalContext().defaultGenerator(device_).clone();
   dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
   if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);
@@ -114,11 +112,10 @@ void Trainer::setup() {
   int64_t trainable = 0;
   for (const auto& [name, p] : params_) trainable += p.numel();
   spdlog::info(
-      "model {}: {} layers, frozen linears {} ({}), LoRA r={} alpha={} on {} -> {} "
-      "trainable parameters; device {}",
-      cfg_.model.path, model_.config.num_hidden_layers,
-      quant::describe(quant::weight_format(cfg_.quantization)), cfg_.model.compute_dtype,
-      lora_.rank, lora_.alpha, fmt::join(lora_.target_modules, ","), trainable, device_.str());
+      "model {}: {} layers, frozen linears {} ({}), {} -> {} trainable parameters; "
+      "device {}",
+      cfg_.model.path, model_.config.num_hidden_layers, quant::describe(run_.format),
+      cfg_.model.compute_dtype, describe_adapter(run_.adapter), trainable, device_.str());
 }
 
 void Trainer::check_stop_during_setup(const char* phase) {
@@ -217,8 +214,7 @@ void Trainer::resolve_resume_checkpoint() {
 }
 
 void Trainer::load_data() {
-  const data::DataOptions options = data_options(cfg_);
-  data::validate(options);
+  const data::DataOptions& options = cfg_.data;
   data::ExampleSet train = data::read_examples(cfg_.data.train, *tokenizer_, options);
   spdlog::info(
       "data {}: {} records -> {} examples ({} truncated to {} tokens, {} dropped), {} "
@@ -360,6 +356,14 @@ int Trainer::train() {
   while (step_ < max_steps) {
     // A stop request that came during an eval, a save or the previous step's log.
     if (stop_requested()) return stop_now();
+    // L4Q: the quantizer starts after adapter.l4q_warmup_steps steps of plain LoRA (a resumed
+    // run past that point has it on already, with its trained scale and offset).
+    if (run_.adapter.kind == adapters::AdapterKind::kL4q && !model::l4q_quantizing(model_) &&
+        step_ >= cfg_.adapter.l4q_warmup_steps) {
+      model::start_l4q_quantization(model_);
+      spdlog::info("step {}: L4Q warm-up done; the quantizer starts from min-max of the weights",
+                   step_);
+    }
     const auto step_start = std::chrono::steady_clock::now();
     // All micro-batches of the step first: the loss is the mean over every trained token of
     // the step, so each micro-batch's sum is divided by the step's total.
@@ -489,7 +493,7 @@ fs::path Trainer::save_checkpoint() {
                       {"dropout_rng_device", device_.str()}};
   write_checkpoint_folder(dir, [&](const fs::path& tmp) {
     fs::create_directory(tmp / kCheckpointAdapterDir);
-    exporter::write_peft_adapter(tmp / kCheckpointAdapterDir, model_, lora_, cfg_.model.path);
+    exporter::write_peft_adapter(tmp / kCheckpointAdapterDir, model_, cfg_.model.path);
     auto tensors = optimizer_->state_tensors();
     tensors.emplace_back(kDropoutRngKey, dropout_generator_->get_state());
     io::save_safetensors(tmp / kOptimizerFile, tensors, {{"format", "pt"}});
@@ -508,7 +512,7 @@ void Trainer::save_final() {
   // Same folder discipline as a checkpoint: temporary name, manifest (verified by every
   // reader of the adapter), DONE, rename.
   write_checkpoint_folder(final_dir, [&](const fs::path& tmp) {
-    exporter::write_peft_adapter(tmp, model_, lora_, cfg_.model.path);
+    exporter::write_peft_adapter(tmp, model_, cfg_.model.path);
     fault_point("final_save");
   });
   // transformers reads a GGUF file as from_pretrained(folder, gguf_file=name).

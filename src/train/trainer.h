@@ -27,7 +27,6 @@
 #include <string>
 #include <vector>
 
-#include "adapters/lora.h"
 #include "core/config.h"
 #include "data/batcher.h"
 #include "model/llama.h"
@@ -37,6 +36,7 @@
 #include "train/evaluate.h"
 #include "train/metrics.h"
 #include "train/run_lock.h"
+#include "train/run_setup.h"
 #include "train/stop_signal.h"
 #include "train/trainer_state.h"
 
@@ -51,9 +51,6 @@ struct TrainerOptions {
 
 // The adapter inside a checkpoint folder (PEFT layout).
 inline constexpr const char* kCheckpointAdapterDir = "adapter";
-
-// The data section of a config as the data pipeline's options.
-data::DataOptions data_options(const TrainConfig& cfg);
 
 // Exit code of train() when SIGINT / SIGTERM stopped the run after a clean checkpoint.
 inline constexpr int kExitStopped = 130;
@@ -111,8 +108,8 @@ class Trainer {
 
   std::optional<tokenizer::Tokenizer> tokenizer_;
   model::LlamaModel model_;
-  adapters::LoraOptions lora_;
-  std::vector<std::pair<std::string, at::Tensor>> params_;  // lora_parameters(model_)
+  RunOptions run_;                                          // the config as typed options
+  std::vector<std::pair<std::string, at::Tensor>> params_;  // model::adapter_parameters
   std::vector<std::vector<at::Tensor>> layer_params_;       // per decoder layer (checkpointing)
   std::unique_ptr<data::Batcher> batcher_;
   EvalSet eval_set_;

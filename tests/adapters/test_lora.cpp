@@ -1,31 +1,55 @@
-// The LoRA layer (adapters/lora.h): PEFT's default init drawn exactly as torch.nn.init does,
-// scaling, option checks, the forward and its dtype handling, and generator-driven dropout.
+// The LoRA layer (adapters/lora.h, adapters/adapter.h): PEFT's default init drawn exactly as
+// torch.nn.init does, scaling, option checks, the forward and its dtype handling, and
+// generator-driven dropout.
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
 
-#include "adapters/lora.h"
+#include "adapters/adapter.h"
 #include "core/errors.h"
 #include "io/safetensors.h"
 #include "test_paths.h"
 
 namespace {
 
+using qlt::adapters::Adapter;
+using qlt::adapters::AdapterOptions;
 using qlt::adapters::FrozenWeight;
 using qlt::adapters::LoraDropout;
-using qlt::adapters::LoraOptions;
-using qlt::adapters::LoraWeights;
+using qlt::adapters::LowRankAdapter;
 
 at::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
-LoraWeights random_lora(int64_t in, int64_t out, int64_t r, double scaling) {
-  LoraWeights w;
-  w.A = (at::randn({r, in}) * 0.1).requires_grad_(true);
-  w.B = (at::randn({out, r}) * 0.1).requires_grad_(true);
-  w.scaling = scaling;
-  return w;
+// LoRA options through the one conversion (adapter.type lora on a dense base).
+AdapterOptions lora_options(int64_t rank, double alpha, bool rslora = false) {
+  qlt::AdapterConfig c;
+  c.rank = rank;
+  c.alpha = alpha;
+  c.use_rslora = rslora;
+  return qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{});
+}
+
+struct TestLora {
+  Adapter adapter;
+  AdapterOptions options;
+  const at::Tensor& A() const { return std::get<LowRankAdapter>(adapter).A; }
+  const at::Tensor& B() const { return std::get<LowRankAdapter>(adapter).B; }
+};
+
+// A LoRA with random A [r, in], B [out, r] and the given scaling (alpha = scaling * r).
+TestLora random_lora(int64_t in, int64_t out, int64_t r, double scaling) {
+  TestLora t{LowRankAdapter{(at::randn({r, in}) * 0.1).requires_grad_(true),
+                            (at::randn({out, r}) * 0.1).requires_grad_(true)},
+             lora_options(r, scaling * static_cast<double>(r))};
+  REQUIRE(t.options.scaling == scaling);
+  return t;
+}
+
+at::Tensor adapted(const at::Tensor& x, const FrozenWeight& base, const TestLora& lora,
+                   const LoraDropout& dropout = {}) {
+  return qlt::adapters::adapted_linear(x, base, &lora.adapter, lora.options, dropout);
 }
 
 }  // namespace
@@ -38,11 +62,11 @@ TEST_CASE("LoRA init draws A exactly as torch kaiming_uniform_(a=sqrt(5)) and ze
       qlt::io::SafetensorsFile::open(std::filesystem::path(QLT_SOURCE_DIR) /
                                      "tests/fixtures/lora_llama_gqa/kaiming_init.safetensors");
   auto gen = seeded(1234);
-  LoraOptions o;
-  o.rank = 4;
-  auto first = qlt::adapters::init_lora_weights(64, 32, o, gen);
-  o.rank = 8;
-  auto second = qlt::adapters::init_lora_weights(160, 48, o, gen);
+  qlt::adapters::FrozenWeight w1{at::zeros({32, 64})}, w2{at::zeros({48, 160})};
+  auto first =
+      std::get<LowRankAdapter>(qlt::adapters::init_adapter(lora_options(4, 16), w1, gen, at::kCPU));
+  auto second =
+      std::get<LowRankAdapter>(qlt::adapters::init_adapter(lora_options(8, 16), w2, gen, at::kCPU));
   CHECK(at::equal(first.A, ref.tensor("a_4x64")));
   CHECK(at::equal(second.A, ref.tensor("b_8x160")));
   CHECK(first.B.sizes() == at::IntArrayRef({32, 4}));
@@ -53,41 +77,38 @@ TEST_CASE("LoRA init draws A exactly as torch kaiming_uniform_(a=sqrt(5)) and ze
     CHECK(t.is_leaf());
     CHECK(t.requires_grad());
   }
-  CHECK(first.scaling == 16.0 / 4);
+  CHECK(lora_options(4, 16).scaling == 16.0 / 4);
   CHECK(qlt::adapters::kaiming_uniform_bound(64, std::sqrt(5.0)) == Approx(1.0 / 8).epsilon(1e-12));
 }
 
 TEST_CASE("LoRA scaling is alpha/r, or alpha/sqrt(r) with rsLoRA", "[adapters][lora]") {
-  LoraOptions o;
-  o.rank = 16;
-  o.alpha = 8;
-  CHECK(qlt::adapters::lora_scaling(o) == 0.5);
-  o.use_rslora = true;
-  CHECK(qlt::adapters::lora_scaling(o) == 2.0);
+  CHECK(lora_options(16, 8).scaling == 0.5);
+  CHECK(lora_options(16, 8, true).scaling == 2.0);
 }
 
-TEST_CASE("bad LoRA options are user errors naming the option", "[adapters][lora][errors]") {
-  auto expect_error = [](LoraOptions o, const std::string& what) {
-    REQUIRE_THROWS_AS(qlt::adapters::check_lora_options(o), qlt::UserError);
-    REQUIRE_THROWS_WITH(qlt::adapters::check_lora_options(o), Catch::Matchers::Contains(what));
+TEST_CASE("bad adapter options are user errors naming the key", "[adapters][lora][errors]") {
+  auto expect_error = [](const qlt::AdapterConfig& c, const std::string& what) {
+    REQUIRE_THROWS_AS(qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{}), qlt::UserError);
+    REQUIRE_THROWS_WITH(qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{}),
+                        Catch::Matchers::Contains(what));
   };
-  LoraOptions o;
+  qlt::AdapterConfig o;
   o.rank = 0;
-  expect_error(o, "LoRA rank must be >= 1, got 0");
+  expect_error(o, "adapter.rank must be >= 1, got 0");
   o = {};
   o.dropout = 1.0;
-  expect_error(o, "LoRA dropout must be in [0, 1), got 1");
+  expect_error(o, "adapter.dropout must be in [0, 1), got 1");
   o.dropout = -0.1;
-  expect_error(o, "LoRA dropout must be in [0, 1)");
+  expect_error(o, "adapter.dropout must be in [0, 1)");
   o = {};
   o.alpha = std::numeric_limits<double>::quiet_NaN();
-  expect_error(o, "LoRA alpha must be a finite number");
+  expect_error(o, "adapter.alpha must be a finite number");
   o = {};
   o.target_modules.clear();
-  expect_error(o, "LoRA target_modules is empty");
-  auto gen = seeded(1);
-  o.rank = -2;
-  REQUIRE_THROWS_AS(qlt::adapters::init_lora_weights(8, 8, o, gen), qlt::UserError);
+  expect_error(o, "adapter.target_modules is empty");
+  o = {};
+  o.type = "dora";
+  expect_error(o, "adapter.type \"dora\" is unknown; use one of none, lora, blora, qa-blora, l4q");
 }
 
 TEST_CASE("adapted_linear: no adapter is exactly frozen_linear; fp32 adds B A x * scaling",
@@ -95,18 +116,18 @@ TEST_CASE("adapted_linear: no adapter is exactly frozen_linear; fp32 adds B A x 
   at::manual_seed(3);
   FrozenWeight base{at::randn({24, 40}) * 0.1};
   auto x = at::randn({2, 5, 40});
-  CHECK(at::equal(qlt::adapters::adapted_linear(x, base, std::nullopt, {}),
+  CHECK(at::equal(qlt::adapters::adapted_linear(x, base, nullptr, lora_options(4, 8), {}),
                   qlt::adapters::frozen_linear(x, base)));
 
   auto lora = random_lora(40, 24, 4, 1.5);
-  auto y = qlt::adapters::adapted_linear(x, base, lora, {});
+  auto y = adapted(x, base, lora);
   auto expected =
-      at::matmul(x, base.dense().t()) + at::matmul(at::matmul(x, lora.A.t()), lora.B.t()) * 1.5;
+      at::matmul(x, base.dense().t()) + at::matmul(at::matmul(x, lora.A().t()), lora.B().t()) * 1.5;
   CHECK(at::allclose(y, expected, 1e-6, 1e-6));
   // Only the adapter gets gradients (the dense base weight is not a leaf with requires_grad).
   y.sum().backward();
-  CHECK(lora.A.grad().defined());
-  CHECK(lora.B.grad().defined());
+  CHECK(lora.A().grad().defined());
+  CHECK(lora.B().grad().defined());
   CHECK(!base.dense().grad().defined());
 }
 
@@ -118,15 +139,15 @@ TEST_CASE("adapted_linear dtype handling follows PEFT lora.Linear and bnb Linear
   FrozenWeight nf4{qlt::quant::quantize_nf4(w)};
   auto x = at::randn({3, 64}).to(at::kBFloat16);
   auto lora = random_lora(64, 32, 8, 2.0);
-  auto delta = at::linear(at::linear(x.to(at::kFloat), lora.A), lora.B) * 2.0;  // fp32
+  auto delta = at::linear(at::linear(x.to(at::kFloat), lora.A()), lora.B()) * 2.0;  // fp32
 
   // Dense: bf16 base + fp32 delta promotes to fp32, one rounding to bf16 at the end.
-  auto y_dense = qlt::adapters::adapted_linear(x, dense, lora, {});
+  auto y_dense = adapted(x, dense, lora);
   CHECK(y_dense.scalar_type() == at::kBFloat16);
   CHECK(at::equal(y_dense, (at::linear(x, w) + delta).to(at::kBFloat16)));
 
   // NF4: the delta is rounded to bf16 first, then added in bf16.
-  auto y_nf4 = qlt::adapters::adapted_linear(x, nf4, lora, {});
+  auto y_nf4 = adapted(x, nf4, lora);
   CHECK(y_nf4.scalar_type() == at::kBFloat16);
   auto base_nf4 = qlt::adapters::frozen_linear(x, nf4);
   CHECK(at::equal(y_nf4, base_nf4 + delta.to(at::kBFloat16)));
@@ -168,12 +189,12 @@ TEST_CASE("adapted_linear drops out only the adapter input, in training",
   auto lora = random_lora(32, 16, 2, 0.5);
   auto gen = seeded(21);
   auto replay = gen.clone();
-  auto y = qlt::adapters::adapted_linear(x, base, lora, {0.3, true, gen});
+  auto y = adapted(x, base, lora, {0.3, true, gen});
   auto mask = at::empty({4, 32}).bernoulli_(0.7, replay).div_(0.7);
   auto expected =
-      at::linear(x, base.dense()) + at::linear(at::linear(x * mask, lora.A), lora.B) * 0.5;
+      at::linear(x, base.dense()) + at::linear(at::linear(x * mask, lora.A()), lora.B()) * 0.5;
   CHECK(at::allclose(y, expected, 1e-6, 1e-6));
   // Eval mode: no dropout, same generator untouched.
-  auto y_eval = qlt::adapters::adapted_linear(x, base, lora, {0.3, false, gen});
-  CHECK(at::allclose(y_eval, qlt::adapters::adapted_linear(x, base, lora, {}), 0, 0));
+  auto y_eval = adapted(x, base, lora, {0.3, false, gen});
+  CHECK(at::allclose(y_eval, adapted(x, base, lora), 0, 0));
 }

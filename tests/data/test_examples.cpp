@@ -322,11 +322,9 @@ TEST_CASE("example errors name file, line and the fix", "[data][examples][errors
           chat, "the last message must have role \"assistant\"");
     fails("{\"messages\": []}\n", chat, ":1: \"messages\" is empty");
   }
-  SECTION("unknown format, template, bad max_seq_len") {
-    fails("{\"text\": \"a\"}\n", options("csv"), "data.format \"csv\" is unknown");
+  SECTION("unknown template (format, max_seq_len: refused by the config, test_config.cpp)") {
     fails("{\"text\": \"a\"}\n", options("chat", false, 512, "vicuna"),
           "data.chat_template \"vicuna\" is unknown");
-    fails("{\"text\": \"a\"}\n", options("text", false, 1), "data.max_seq_len is 1");
   }
   SECTION("a tokenizer that merges a newline with the next text") {
     // newline_merge_tokenizer.model has the piece "\nA" (tests/data/make_test_tokenizers.py): an

@@ -18,6 +18,21 @@
 
 namespace {
 
+// The adapter options of an adapter section, through the one conversion.
+[[maybe_unused]] qlt::adapters::AdapterOptions adapter_opts(
+    const qlt::AdapterConfig& c,
+    const qlt::quant::WeightFormat& format = qlt::quant::DenseFormat{}) {
+  return qlt::adapters::adapter_options(c, format);
+}
+
+// model::adapter_parameters as (name, tensor) pairs.
+[[maybe_unused]] std::vector<std::pair<std::string, at::Tensor>> lora_params(
+    const qlt::model::LlamaModel& m) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : qlt::model::adapter_parameters(m)) out.emplace_back(p.name, p.tensor);
+  return out;
+}
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 using qlt::test::TempDir;
@@ -40,12 +55,12 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 // A model with trained-looking adapters (random, non-zero B) attached.
-qlt::model::LlamaModel model_with_adapters(const qlt::adapters::LoraOptions& options) {
+qlt::model::LlamaModel model_with_adapters(const qlt::AdapterConfig& options) {
   auto model = load_base();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
-  qlt::model::attach_lora(model, options, gen);
+  qlt::model::attach_adapters(model, adapter_opts(options), gen);
   at::NoGradGuard no_grad;
-  for (auto& [name, t] : qlt::model::lora_parameters(model)) {
+  for (auto& [name, t] : lora_params(model)) {
     if (name.find("lora_B") != std::string::npos) t.normal_(0, 0.05, gen);
   }
   return model;
@@ -65,7 +80,7 @@ fs::path edited_copy(const TempDir& tmp, const std::function<void(json&)>& edit)
 std::string load_error(const fs::path& dir) {
   auto model = load_base();
   try {
-    qlt::exporter::load_peft_adapter(model, dir);
+    qlt::exporter::load_peft_adapter(model, dir, qlt::quant::DenseFormat{});
   } catch (const qlt::UserError& e) {
     return e.what();
   }
@@ -77,7 +92,7 @@ std::string load_error(const fs::path& dir) {
 
 TEST_CASE("PEFT adapter round trip: write, read back, same options, tensors and logits",
           "[export][peft]") {
-  qlt::adapters::LoraOptions options;
+  qlt::AdapterConfig options;
   options.rank = 3;
   options.alpha = 12;
   options.dropout = 0.05;
@@ -87,18 +102,18 @@ TEST_CASE("PEFT adapter round trip: write, read back, same options, tensors and 
   TempDir tmp;
   {
     qlt::io::AtomicDir dir(tmp / "out");
-    qlt::exporter::write_peft_adapter(dir.path(), model, options, "meta-llama/Llama-2-7b-hf");
+    qlt::exporter::write_peft_adapter(dir.path(), model, "meta-llama/Llama-2-7b-hf");
     dir.commit();
   }
   const fs::path out = tmp / "out";
   auto adapter = qlt::exporter::read_peft_adapter(out);
-  CHECK(adapter.options.rank == 3);
-  CHECK(adapter.options.alpha == 12);
-  CHECK(adapter.options.dropout == 0.05);
-  CHECK(adapter.options.use_rslora);
-  CHECK(adapter.options.target_modules == options.target_modules);
+  CHECK(adapter.config.rank == 3);
+  CHECK(adapter.config.alpha == 12);
+  CHECK(adapter.config.dropout == 0.05);
+  CHECK(adapter.config.use_rslora);
+  CHECK(adapter.config.target_modules == options.target_modules);
   CHECK(adapter.base_model_name_or_path == "meta-llama/Llama-2-7b-hf");
-  auto params = qlt::model::lora_parameters(model);
+  auto params = lora_params(model);
   REQUIRE(adapter.tensors.size() == params.size());
   for (const auto& [name, t] : params) {
     REQUIRE(adapter.tensors.count(name));
@@ -109,7 +124,7 @@ TEST_CASE("PEFT adapter round trip: write, read back, same options, tensors and 
   CHECK(file.metadata() == std::map<std::string, std::string>{{"format", "pt"}});
 
   auto reloaded = load_base();
-  qlt::exporter::load_peft_adapter(reloaded, out);
+  qlt::exporter::load_peft_adapter(reloaded, out, qlt::quant::DenseFormat{});
   auto ids = at::randint(3, 96, {2, 7}, at::kLong);
   at::NoGradGuard no_grad;
   CHECK(at::equal(reloaded.logits(ids), model.logits(ids)));
@@ -117,9 +132,12 @@ TEST_CASE("PEFT adapter round trip: write, read back, same options, tensors and 
 
 TEST_CASE("adapter_config.json has every key PEFT 0.21.2 writes, with PEFT's values",
           "[export][peft]") {
-  auto model = model_with_adapters({});
+  qlt::AdapterConfig options;  // the fixture's LoraConfig: r 8, no dropout
+  options.rank = 8;
+  options.dropout = 0.0;
+  auto model = model_with_adapters(options);
   TempDir tmp;
-  qlt::exporter::write_peft_adapter(tmp.path, model, {}, "tests/fixtures/llama_gqa");
+  qlt::exporter::write_peft_adapter(tmp.path, model, "tests/fixtures/llama_gqa");
   auto ours = read_json(tmp / "adapter_config.json");
   auto peft = read_json(kPeftAdapter / "adapter_config.json");
   std::set<std::string> our_keys, peft_keys;
@@ -142,22 +160,22 @@ TEST_CASE("adapter_config.json has every key PEFT 0.21.2 writes, with PEFT's val
 
 TEST_CASE("reads the adapters PEFT wrote", "[export][peft]") {
   auto plain = qlt::exporter::read_peft_adapter(kPeftAdapter);
-  CHECK(plain.options.rank == 4);
-  CHECK(plain.options.alpha == 8);
-  CHECK(plain.options.dropout == 0.0);
-  CHECK(!plain.options.use_rslora);
-  CHECK(std::set<std::string>(plain.options.target_modules.begin(),
-                              plain.options.target_modules.end()) ==
+  CHECK(plain.config.rank == 4);
+  CHECK(plain.config.alpha == 8);
+  CHECK(plain.config.dropout == 0.0);
+  CHECK(!plain.config.use_rslora);
+  CHECK(std::set<std::string>(plain.config.target_modules.begin(),
+                              plain.config.target_modules.end()) ==
         std::set<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                               "down_proj"});
   CHECK(plain.tensors.size() == 28);
   CHECK(plain.base_model_name_or_path == "tests/fixtures/llama_gqa");
 
   auto rs = qlt::exporter::read_peft_adapter(kFixtures / "lora_llama_gqa/adapter_rslora");
-  CHECK(rs.options.rank == 2);
-  CHECK(rs.options.alpha == 6);
-  CHECK(rs.options.use_rslora);
-  CHECK(rs.options.target_modules == std::vector<std::string>{"down_proj", "q_proj", "v_proj"});
+  CHECK(rs.config.rank == 2);
+  CHECK(rs.config.alpha == 6);
+  CHECK(rs.config.use_rslora);
+  CHECK(rs.config.target_modules == std::vector<std::string>{"down_proj", "q_proj", "v_proj"});
   CHECK(rs.tensors.size() == 12);
 }
 
@@ -165,7 +183,7 @@ TEST_CASE("\"all-linear\" targets the seven decoder linears", "[export][peft]") 
   TempDir tmp;
   auto dir = edited_copy(tmp, [](json& j) { j["target_modules"] = "all-linear"; });
   auto adapter = qlt::exporter::read_peft_adapter(dir);
-  CHECK(adapter.options.target_modules.size() == 7);
+  CHECK(adapter.config.target_modules.size() == 7);
 }
 
 TEST_CASE("bad PEFT adapter config: UserError naming the file and key", "[export][peft][errors]") {
@@ -327,7 +345,7 @@ TEST_CASE("adapter tensors that do not fit the model or config: one UserError wi
 //       /tmp/x/adapter /tmp/x/logits.safetensors
 TEST_CASE("writes an adapter and its logits for the PEFT load check",
           "[export][peft][peft_check]") {
-  qlt::adapters::LoraOptions options;
+  qlt::AdapterConfig options;
   options.rank = 6;
   options.alpha = 10;
   options.use_rslora = true;
@@ -339,7 +357,7 @@ TEST_CASE("writes an adapter and its logits for the PEFT load check",
   fs::create_directories(out);
   {
     qlt::io::AtomicDir dir(out / "adapter", /*overwrite=*/true);
-    qlt::exporter::write_peft_adapter(dir.path(), model, options, "tests/fixtures/llama_gqa");
+    qlt::exporter::write_peft_adapter(dir.path(), model, "tests/fixtures/llama_gqa");
     dir.commit();
   }
   auto ids = at::randint(3, 96, {2, 10}, at::kLong);
@@ -351,7 +369,7 @@ TEST_CASE("writes an adapter and its logits for the PEFT load check",
   qlt::io::save_safetensors(out / "logits.safetensors", {{"input_ids", ids}, {"logits", logits}});
   // Our own reader reproduces the logits from the files.
   auto reloaded = load_base();
-  qlt::exporter::load_peft_adapter(reloaded, out / "adapter");
+  qlt::exporter::load_peft_adapter(reloaded, out / "adapter", qlt::quant::DenseFormat{});
   auto file = qlt::io::SafetensorsFile::open(out / "logits.safetensors");
   at::NoGradGuard no_grad;
   CHECK(at::equal(reloaded.logits(file.tensor("input_ids")), file.tensor("logits")));

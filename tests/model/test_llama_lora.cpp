@@ -17,6 +17,21 @@
 
 namespace {
 
+// The adapter options of an adapter section, through the one conversion.
+[[maybe_unused]] qlt::adapters::AdapterOptions adapter_opts(
+    const qlt::AdapterConfig& c,
+    const qlt::quant::WeightFormat& format = qlt::quant::DenseFormat{}) {
+  return qlt::adapters::adapter_options(c, format);
+}
+
+// model::adapter_parameters as (name, tensor) pairs.
+[[maybe_unused]] std::vector<std::pair<std::string, at::Tensor>> lora_params(
+    const qlt::model::LlamaModel& m) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : qlt::model::adapter_parameters(m)) out.emplace_back(p.name, p.tensor);
+  return out;
+}
+
 namespace fs = std::filesystem;
 using qlt::model::LlamaModel;
 
@@ -37,9 +52,10 @@ double relative_error(const at::Tensor& got, const at::Tensor& want) {
 void check_peft_parity(const std::string& adapter_folder, const std::string& expected_file,
                        size_t expected_tensors) {
   auto model = load_base();
-  qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa" / adapter_folder);
+  qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa" / adapter_folder,
+                                   qlt::quant::DenseFormat{});
   auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa" / expected_file);
-  auto params = qlt::model::lora_parameters(model);
+  auto params = lora_params(model);
   REQUIRE(params.size() == expected_tensors);
 
   auto hidden = model.hidden_states(ref.tensor("input_ids"));
@@ -92,7 +108,7 @@ TEST_CASE("freshly attached adapters (B = 0) leave the model's output unchanged"
     before = model.logits(ids);
   }
   auto gen = seeded(5);
-  qlt::model::attach_lora(model, {}, gen);
+  qlt::model::attach_adapters(model, adapter_opts({}), gen);
   at::NoGradGuard no_grad;
   CHECK(at::equal(model.logits(ids), before));
 }
@@ -100,12 +116,12 @@ TEST_CASE("freshly attached adapters (B = 0) leave the model's output unchanged"
 TEST_CASE("lora_parameters: PEFT names, fixed order, trainable leaves, seeded init",
           "[model][lora]") {
   auto model = load_base();
-  CHECK(qlt::model::lora_parameters(model).empty());
+  CHECK(lora_params(model).empty());
   auto gen = seeded(42);
-  qlt::adapters::LoraOptions options;
+  qlt::AdapterConfig options;
   options.rank = 4;
-  qlt::model::attach_lora(model, options, gen);
-  auto params = qlt::model::lora_parameters(model);
+  qlt::model::attach_adapters(model, adapter_opts(options), gen);
+  auto params = lora_params(model);
   REQUIRE(params.size() == 2 * 7 * 2);
   CHECK(params[0].first == "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
   CHECK(params[1].first == "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
@@ -131,33 +147,30 @@ TEST_CASE("lora_parameters: PEFT names, fixed order, trainable leaves, seeded in
   }
   CHECK(our_names == peft_names);
   // The tensors are the model's own: a gradient step through them changes the model.
-  CHECK(params[0].second.is_same(model.lora[0][0]->A));
+  CHECK(params[0].second.is_same(std::get<qlt::adapters::LowRankAdapter>(*model.adapters[0][0]).A));
 
   // Same seed, same adapters; another seed, other adapters.
   auto again = load_base();
   auto gen2 = seeded(42);
-  qlt::model::attach_lora(again, options, gen2);
+  qlt::model::attach_adapters(again, adapter_opts(options), gen2);
   auto gen3 = seeded(43);
   auto other = load_base();
-  qlt::model::attach_lora(other, options, gen3);
-  CHECK(at::equal(qlt::model::lora_parameters(again)[26].second, params[26].second));
-  CHECK(!at::equal(qlt::model::lora_parameters(other)[0].second, params[0].second));
+  qlt::model::attach_adapters(other, adapter_opts(options), gen3);
+  CHECK(at::equal(lora_params(again)[26].second, params[26].second));
+  CHECK(!at::equal(lora_params(other)[0].second, params[0].second));
 }
 
-TEST_CASE("attach_lora refuses unknown target modules and bad options", "[model][lora][errors]") {
+TEST_CASE("attach_adapters refuses unknown target modules", "[model][lora][errors]") {
   auto model = load_base();
   auto gen = seeded(1);
-  qlt::adapters::LoraOptions options;
+  qlt::AdapterConfig options;
   options.target_modules = {"q_proj", "lm_head"};
-  REQUIRE_THROWS_AS(qlt::model::attach_lora(model, options, gen), qlt::UserError);
-  REQUIRE_THROWS_WITH(qlt::model::attach_lora(model, options, gen),
-                      Catch::Matchers::Contains("unknown LoRA target module 'lm_head'") &&
+  REQUIRE_THROWS_AS(qlt::model::attach_adapters(model, adapter_opts(options), gen), qlt::UserError);
+  REQUIRE_THROWS_WITH(qlt::model::attach_adapters(model, adapter_opts(options), gen),
+                      Catch::Matchers::Contains("unknown adapter target module 'lm_head'") &&
                           Catch::Matchers::Contains(
                               "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"));
-  options = {};
-  options.rank = 0;
-  REQUIRE_THROWS_AS(qlt::model::attach_lora(model, options, gen), qlt::UserError);
-  CHECK(model.lora.empty());  // nothing attached by a failed call
+  CHECK(!model.has_adapters());  // nothing attached by a failed call
 }
 
 TEST_CASE("packed_position_ids restart at every segment", "[model][packing]") {
@@ -176,10 +189,10 @@ TEST_CASE("packed_position_ids restart at every segment", "[model][packing]") {
 TEST_CASE("packed rows with segment_ids equal each example run alone", "[model][packing]") {
   auto model = load_base();
   auto gen = seeded(8);
-  qlt::model::attach_lora(model, {}, gen);
+  qlt::model::attach_adapters(model, adapter_opts({}), gen);
   {  // non-zero B so the adapters take part
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : qlt::model::lora_parameters(model)) {
+    for (auto& [name, t] : lora_params(model)) {
       if (name.find("lora_B") != std::string::npos) t.normal_(0, 0.05);
     }
   }
@@ -222,13 +235,13 @@ TEST_CASE("decoder_layer alone reproduces hidden_states", "[model][lora]") {
 TEST_CASE("training-mode LoRA dropout is reproducible from the generator; eval ignores it",
           "[model][lora][dropout]") {
   auto model = load_base();
-  qlt::adapters::LoraOptions options;
+  qlt::AdapterConfig options;
   options.dropout = 0.3;
   auto gen = seeded(3);
-  qlt::model::attach_lora(model, options, gen);
+  qlt::model::attach_adapters(model, adapter_opts(options), gen);
   {
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : qlt::model::lora_parameters(model)) {
+    for (auto& [name, t] : lora_params(model)) {
       if (name.find("lora_B") != std::string::npos) t.normal_(0, 0.05);
     }
   }
@@ -263,8 +276,8 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
     }
   }
   const auto adapter = kFixtures / "lora_llama_gqa/adapter";
-  qlt::exporter::load_peft_adapter(nf4, adapter);
-  qlt::exporter::load_peft_adapter(dense, adapter);
+  qlt::exporter::load_peft_adapter(nf4, adapter, qlt::quant::DenseFormat{});
+  qlt::exporter::load_peft_adapter(dense, adapter, qlt::quant::DenseFormat{});
   auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa/expected.safetensors");
   auto run = [&](const LlamaModel& m) {
     auto hidden = m.hidden_states(ref.tensor("input_ids"));
@@ -273,8 +286,8 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
     return at::linear(hidden, m.weights.lm_head).detach();
   };
   CHECK(at::allclose(run(nf4), run(dense), 1e-5, 1e-5));
-  auto p_nf4 = qlt::model::lora_parameters(nf4);
-  auto p_dense = qlt::model::lora_parameters(dense);
+  auto p_nf4 = lora_params(nf4);
+  auto p_dense = lora_params(dense);
   REQUIRE(p_nf4.size() == p_dense.size());
   for (size_t i = 0; i < p_nf4.size(); ++i) {
     INFO(p_nf4[i].first);
@@ -286,7 +299,8 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
 TEST_CASE("bf16 compute with fp32 adapters stays close to PEFT's fp32 logits",
           "[model][lora][reference]") {
   auto model = load_base(at::kBFloat16);
-  qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa/adapter");
+  qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa/adapter",
+                                   qlt::quant::DenseFormat{});
   auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa/expected.safetensors");
   auto hidden = model.hidden_states(ref.tensor("input_ids"));
   CHECK(hidden.scalar_type() == at::kBFloat16);
@@ -297,7 +311,7 @@ TEST_CASE("bf16 compute with fp32 adapters stays close to PEFT's fp32 logits",
   CHECK(rel < 2e-2);
   auto loss = qlt::model::causal_lm_loss(hidden, model.weights.lm_head, ref.tensor("labels"));
   (loss.sum / static_cast<double>(loss.count)).backward();
-  for (const auto& [name, t] : qlt::model::lora_parameters(model)) {
+  for (const auto& [name, t] : lora_params(model)) {
     INFO(name);
     CHECK(t.scalar_type() == at::kFloat);
     REQUIRE(t.grad().defined());
