@@ -23,7 +23,12 @@ if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   echo "== tests under ASan + UBSan"
   # shellcheck source=tests/sanitizer_env.sh
   source tests/sanitizer_env.sh
-  ctest --test-dir build-asan --output-on-failure -j "$jobs" "$@"
+  # The slowest end-to-end repetitions run in the plain pass only: every phase interrupted
+  # three ways, the start race, and the real 135M-parameter model's forward passes (their
+  # code paths run under ASan in the smaller tests). Keeps CI within its time budget.
+  asan_skip='in any phase continues with --resume|started together on one output_dir'
+  asan_skip+='|SmolLM2 Q4_1 GGUF: (logits|held-out)|generate on SmolLM2'
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "$asan_skip" "$@"
   if [[ ${QLT_SKIP_FUZZ:-0} != 1 ]]; then
     echo "== fuzzers, smoke run"
     scripts/fuzz.sh --no-build --build-dir build-asan --seconds "${QLT_FUZZ_SECONDS:-5}"

@@ -30,14 +30,6 @@ AdapterKind kind_of(const std::string& name) {
              fmt::join(adapter_type_names(), ", "));
 }
 
-// The low-rank delta of x [..., in] (fp32, dropout applied): s * repeat(B A pool(x)).
-at::Tensor low_rank_delta(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
-                          const AdapterOptions& o) {
-  const at::Tensor h = o.pool > 1 ? pool_features(x, o.pool) : x;  // [..., in/pool]
-  at::Tensor delta = at::linear(at::linear(h, A), B) * o.scaling;  // [..., out/repeat]
-  return o.repeat > 1 ? repeat_features(delta, o.repeat) : delta;  // [..., out]
-}
-
 // The PEFT LoRA dtype rule: a dense base adds in the promoted dtype (fp32) and casts back
 // (lora.Linear); a quantized base casts the delta first (bnb Linear4bit).
 at::Tensor add_delta(const at::Tensor& result, const at::Tensor& delta, const FrozenWeight& base) {
@@ -225,7 +217,10 @@ at::Tensor adapted_linear(const at::Tensor& x, const FrozenWeight& base, const A
   const auto& lr = std::get<LowRankAdapter>(*adapter);
   auto result = frozen_linear(x, base);       // [..., out] compute dtype
   auto x_adapter = x.to(lr.A.scalar_type());  // PEFT's _cast_input_dtype: [..., in] fp32
-  return add_delta(result, low_rank_delta(lora_dropout(x_adapter, dropout), lr.A, lr.B, o), base);
+  // s * repeat(B A pool(dropout(x))): [..., in] -> [..., out] fp32
+  const at::Tensor delta =
+      pooled_lora_delta(lora_dropout(x_adapter, dropout), lr.A, lr.B, o.pool, o.repeat, o.scaling);
+  return add_delta(result, delta, base);
 }
 
 std::pair<at::Tensor, at::Tensor> peft_lora_of(const Adapter& adapter, const AdapterOptions& o) {

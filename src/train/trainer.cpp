@@ -522,15 +522,27 @@ void Trainer::save_final() {
           ? fmt::format("\"{}\", gguf_file=\"{}\"", model_path.parent_path().string(),
                         model_path.filename().string())
           : fmt::format("\"{}\"", cfg_.model.path);
+  using adapters::AdapterKind;
+  const AdapterKind kind = run_.adapter.kind;
+  const std::string layout =
+      kind == AdapterKind::kLora
+          ? "PEFT LoRA layout: adapter_model.safetensors + adapter_config.json"
+          : fmt::format("{} + the PEFT LoRA it equals{}", exporter::kNativeAdapterFile,
+                        kind == AdapterKind::kL4q ? " before its quantizer" : "");
+  const std::string merge =
+      kind == AdapterKind::kQaBlora || kind == AdapterKind::kL4q
+          ? fmt::format(
+                "  merged INT4:  qlora-train eval --config {} --checkpoint {} --merge int4\n",
+                options_.config_origin, final_dir.string())
+          : std::string();
   fmt::print(
-      "\nadapter written to {dir} (PEFT LoRA layout: adapter_model.safetensors + "
-      "adapter_config.json)\n"
-      "  evaluate it:  qlora-train eval --config {cfg} --checkpoint {dir}\n"
+      "\nadapter written to {dir} ({layout})\n"
+      "  evaluate it:  qlora-train eval --config {cfg} --checkpoint {dir}\n{merge}"
       "  try it:       qlora-train generate --config {cfg} --checkpoint {dir} --prompt \"...\"\n"
       "  in Python:    "
       "PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base}), \"{dir}\")\n",
       fmt::arg("dir", final_dir.string()), fmt::arg("cfg", options_.config_origin),
-      fmt::arg("base", base));
+      fmt::arg("base", base), fmt::arg("layout", layout), fmt::arg("merge", merge));
 }
 
 void Trainer::cleanup() {
