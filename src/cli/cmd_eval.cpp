@@ -1,7 +1,9 @@
 // `qlora-train eval`: loss and perplexity of the model on the config's eval dataset.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <climits>
 #include <memory>
 #include <optional>
@@ -80,6 +82,11 @@ int run_eval(const EvalArgs& args) {
   // --merge: the format the merged model is stored in (quantization.* sizes), checked first.
   std::optional<quant::WeightFormat> merge_format;
   if (!args.merge.empty()) {
+    const auto names = quant::weight_format_names();
+    if (std::find(names.begin(), names.end(), args.merge) == names.end()) {
+      user_error("--merge {}: unknown weight format; use one of {}", args.merge,
+                 fmt::join(names, ", "));
+    }
     QuantizationConfig q = cfg.quantization;
     q.type = args.merge;
     try {

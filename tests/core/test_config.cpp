@@ -1,6 +1,7 @@
 // config_from_json: defaults, round trip, and every documented error kind (DESIGN.md §4, §8).
 #include <catch2/catch.hpp>
 
+#include "adapters/adapter.h"
 #include "core/config.h"
 #include "core/config_schema.h"
 #include "core/errors.h"
@@ -204,4 +205,13 @@ TEST_CASE("config: every error is a UserError", "[config]") {
   CHECK_THROWS_AS(parse(with("model", "compute_dtype", "x")), UserError);
   CHECK_THROWS_AS(parse(json::object()), UserError);
   CHECK_THROWS_AS(parse(json::array()), UserError);
+}
+
+TEST_CASE("config: the adapter.type choices are the adapter kinds' names", "[config][adapters]") {
+  const qlt::ConfigKey* key = nullptr;
+  for (const auto& k : qlt::config_keys())
+    if (k.path == "adapter.type") key = &k;
+  REQUIRE(key != nullptr);
+  CHECK(key->choices == qlt::adapters::adapter_type_names());
+  CHECK(key->choices == std::vector<std::string>{"none", "lora", "blora", "qa-blora", "l4q"});
 }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "adapters/adapter.h"
 #include "export/peft_adapter.h"
 #include "fuzz_util.h"
 
@@ -34,7 +35,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   qlt::fuzz::accepts([&] {
     const auto adapter = qlt::exporter::read_peft_adapter(scratch().path());
-    const auto& o = adapter.options;
+    const auto& o = adapter.config;
+    // What load_peft_adapter does next: the one conversion must accept what the reader did.
+    qlt::adapters::adapter_options(o, qlt::quant::DenseFormat{});
     QLT_FUZZ_REQUIRE(o.rank >= 1, "accepted r = %lld", static_cast<long long>(o.rank));
     QLT_FUZZ_REQUIRE(std::isfinite(o.alpha), "accepted a non-finite lora_alpha");
     QLT_FUZZ_REQUIRE(o.dropout >= 0 && o.dropout < 1, "accepted lora_dropout = %g", o.dropout);
