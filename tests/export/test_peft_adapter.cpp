@@ -13,25 +13,14 @@
 #include "io/atomic_dir.h"
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "model/adapter_test_util.h"
 #include "model/llama.h"
 #include "test_paths.h"
 
 namespace {
 
-// The adapter options of an adapter section, through the one conversion.
-[[maybe_unused]] qlt::adapters::AdapterOptions adapter_opts(
-    const qlt::AdapterConfig& c,
-    const qlt::quant::WeightFormat& format = qlt::quant::DenseFormat{}) {
-  return qlt::adapters::adapter_options(c, format);
-}
-
-// model::adapter_parameters as (name, tensor) pairs.
-[[maybe_unused]] std::vector<std::pair<std::string, at::Tensor>> lora_params(
-    const qlt::model::LlamaModel& m) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& p : qlt::model::adapter_parameters(m)) out.emplace_back(p.name, p.tensor);
-  return out;
-}
+using qlt::test::adapter_opts;
+using qlt::test::lora_params;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
