@@ -245,14 +245,18 @@ LlamaWeights load_llama_weights_gguf(const io::GgufFile& file, const LlamaConfig
                             " (its Q4_1 scales)");
       }
       stored = q.to(options.device);
+      // Rows of INT4 blocks are permuted as stored (groups lie within a row).
+      if (rope_heads > 0)
+        stored = quant::permute_rows(stored, gguf_unpermute_rows(rope_heads, c.head_dim));
       ++as_stored;
     } else {
+      // Decoded rows are put back in Hugging Face order first, then stored in the format
+      // (NF4 blocks run across rows, so they could not be permuted afterwards).
       at::Tensor w = decode(info);
+      if (rope_heads > 0) w = w.index_select(0, gguf_unpermute_rows(rope_heads, c.head_dim));
       stored = quant::store_weight(w.to(options.device), options.format, options.dtype, gname);
       ++converted;
     }
-    if (rope_heads > 0)
-      stored = quant::permute_rows(stored, gguf_unpermute_rows(rope_heads, c.head_dim));
     return adapters::FrozenWeight(std::move(stored));
   };
 

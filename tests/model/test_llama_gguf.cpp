@@ -117,3 +117,24 @@ TEST_CASE("Q4_1 linears under int4 group 32 are used as stored, byte for byte", 
     CHECK(at::equal(int4.weights.layers[i].q_proj.materialize(at::kFloat),
                     dense.weights.layers[i].q_proj.dense()));
 }
+
+TEST_CASE("a GGUF model loads under every format of the table (NF4: rows un-permuted first)",
+          "[gguf_model]") {
+  // The f32 file holds the safetensors fixture's weights exactly (q/k rows permuted by the
+  // converter): stored in any format, they must equal the Hugging Face folder stored the same
+  // way, bit for bit. NF4 blocks run across rows, so the rows are put back before quantizing.
+  const auto gguf_path = kDir / "llama_gqa-f32.gguf";
+  const auto hf_path = std::filesystem::path(QLT_SOURCE_DIR "/tests/fixtures/llama_gqa");
+  for (const WeightFormat format :
+       {WeightFormat{qlt::quant::DenseFormat{}}, WeightFormat{qlt::quant::Nf4Options{}},
+        WeightFormat{qlt::quant::Int4Options{32}}}) {
+    INFO(qlt::quant::describe(format));
+    const auto gguf = qlt::model::load_llama(gguf_path, at::kFloat, at::kCPU, format);
+    const auto hf = qlt::model::load_llama(hf_path, at::kFloat, at::kCPU, format);
+    for (int j = 0; j < qlt::model::kNumLlamaLinears; ++j) {
+      const auto& a = qlt::model::linear_weight(gguf.weights.layers[1], j);
+      const auto& b = qlt::model::linear_weight(hf.weights.layers[1], j);
+      CHECK(at::equal(a.materialize(at::kFloat), b.materialize(at::kFloat)));
+    }
+  }
+}
