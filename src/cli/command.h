@@ -28,6 +28,7 @@ CLI::Option* add_config_args(CLI::App& sub, ConfigArgs& args, bool config_requir
 
 Command add_config_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
+Command add_export_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_inspect_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);

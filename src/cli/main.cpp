@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
       qlt::cli::add_config_command(app),   qlt::cli::add_eval_command(app),
       qlt::cli::add_generate_command(app), qlt::cli::add_inspect_command(app),
       qlt::cli::add_quantize_command(app), qlt::cli::add_train_command(app),
+      qlt::cli::add_export_command(app),
   };
 
   try {

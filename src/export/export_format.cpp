@@ -1,0 +1,273 @@
+#include "export/export_format.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc >= 2.28, _GNU_SOURCE)
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <system_error>
+
+#include "core/did_you_mean.h"
+#include "core/errors.h"
+#include "export/hf_export.h"
+#include "export/peft_adapter.h"
+#include "io/atomic_dir.h"
+#include "io/atomic_file.h"
+
+namespace qlt::exporter {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- writers of the rows that have no file of their own ----------------------------------
+
+// "peft": the adapter as trained (model::peft_lora_tensors; native kinds also keep their own
+// file), what `train` writes into final/.
+ExportSummary write_peft_folder(const ExportInput& input, const fs::path& dir) {
+  TORCH_CHECK(input.model.has_adapters(), "export peft: the model has no adapter attached");
+  write_peft_adapter(dir, input.model, input.source.string());
+  return {};
+}
+
+quant::WeightFormat dense_format(const QuantizationConfig&) { return quant::DenseFormat{}; }
+
+// ---- THE table ----------------------------------------------------------------------------
+
+constexpr ExportFormat kFormats[] = {
+    {"peft",
+     "the adapter only, in PEFT's folder layout (adapter_model.safetensors + "
+     "adapter_config.json; native kinds also qlora_adapter.safetensors), for PEFT, vLLM and "
+     "--checkpoint",
+     nullptr, ExportOutput::kFolder, write_peft_folder},
+    {"hf-bf16",
+     "the merged model as a Hugging Face folder in bf16 (safetensors, sharded above "
+     "--shard-size; config.json; tokenizer files), for transformers, vLLM and model.path",
+     dense_format, ExportOutput::kFolder, write_hf_bf16},
+};
+
+// ---- atomic output ------------------------------------------------------------------------
+
+fs::path folder_of(const fs::path& path) {
+  return path.parent_path().empty() ? fs::path(".") : path.parent_path();
+}
+
+// `path` without a trailing separator ("out/" -> "out"), as AtomicDir treats it.
+fs::path without_trailing_slash(fs::path path) {
+  if (!path.has_filename() && path.has_parent_path()) path = path.parent_path();
+  return path;
+}
+
+// Whether `inner` is `outer` or lies inside it (both made absolute and normalized; symbolic
+// links on the way resolved where they exist).
+bool is_within(const fs::path& inner, const fs::path& outer) {
+  std::error_code ec;
+  const fs::path a = fs::weakly_canonical(fs::absolute(inner), ec);
+  if (ec) return false;
+  const fs::path b = fs::weakly_canonical(fs::absolute(outer), ec);
+  if (ec) return false;
+  auto ai = a.begin();
+  for (auto bi = b.begin(); bi != b.end(); ++bi, ++ai) {
+    if (bi->empty()) continue;  // a trailing separator
+    if (ai == a.end() || *ai != *bi) return false;
+  }
+  return true;
+}
+
+int fsync_path(const fs::path& path, bool directory) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
+  if (fd < 0) return errno;
+  int err = 0;
+  if (::fsync(fd) != 0) err = errno;
+  ::close(fd);
+  return err;
+}
+
+// The file counterpart of io::AtomicDir for file formats: the writer writes `path()`
+// ("<out>.tmp-<pid>"), commit() fsyncs it and renames it to `out` (RENAME_NOREPLACE unless
+// overwriting); the destructor removes it unless committed.
+class StagedFile {
+ public:
+  StagedFile(fs::path out, bool overwrite) : out_(std::move(out)), overwrite_(overwrite) {
+    std::error_code ec;
+    const fs::file_status status = fs::symlink_status(out_, ec);
+    if (fs::exists(status)) {
+      if (!overwrite_)
+        user_error("cannot write {}: it already exists (choose another path, or remove it first)",
+                   out_.string());
+      if (!fs::is_regular_file(status))
+        user_error("cannot write {}: it exists and is not a file, so it is not replaced",
+                   out_.string());
+    }
+    temp_ = folder_of(out_) / (out_.filename().string() + ".tmp-" + std::to_string(::getpid()));
+    fs::remove_all(temp_, ec);  // a leftover of an earlier process with this pid
+  }
+  ~StagedFile() {
+    if (!committed_) {
+      std::error_code ec;
+      fs::remove_all(temp_, ec);
+    }
+  }
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+  const fs::path& path() const { return temp_; }
+
+  void commit() {
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
+      runtime_error("export: the writer did not create {}", temp_.string());
+    if (const int err = fsync_path(temp_, false))
+      io::throw_write_error(out_, "fsync of " + temp_.string() + " failed", err);
+    int rc = 0;
+    if (overwrite_) {
+      if (fs::is_directory(fs::symlink_status(out_, ec)))
+        user_error("cannot write {}: it exists and is not a file, so it is not replaced",
+                   out_.string());
+      rc = ::rename(temp_.c_str(), out_.c_str());
+    } else {
+      rc = ::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE);
+      if (rc != 0 && (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP)) {
+        // No RENAME_NOREPLACE on this file system: link() refuses an existing name too.
+        rc = ::link(temp_.c_str(), out_.c_str());
+        if (rc == 0) ::unlink(temp_.c_str());
+      }
+    }
+    if (rc != 0) {
+      if (errno == EEXIST)
+        user_error(
+            "cannot write {}: it was created by someone else while this was being "
+            "written; nothing was changed",
+            out_.string());
+      io::throw_write_error(out_, "rename of " + temp_.string() + " failed", errno);
+    }
+    committed_ = true;
+    fsync_path(folder_of(out_), true);  // not fatal: the file is complete and in place
+  }
+
+ private:
+  fs::path out_, temp_;
+  bool overwrite_ = false;
+  bool committed_ = false;
+};
+
+// Sizes of the files the writer left in the folder `target`, relative to it, for a summary
+// that lists none.
+std::vector<std::pair<std::string, int64_t>> listed_files(const fs::path& target) {
+  std::vector<std::pair<std::string, int64_t>> files;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(target, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec))
+      files.emplace_back(fs::relative(it->path(), target).string(),
+                         static_cast<int64_t>(it->file_size(ec)));
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
+int64_t ExportSummary::total_bytes() const {
+  int64_t total = 0;
+  for (const auto& [name, bytes] : files) total += bytes;
+  return total;
+}
+
+std::span<const ExportFormat> export_formats() { return kFormats; }
+
+std::vector<std::string_view> export_format_names() {
+  std::vector<std::string_view> names;
+  for (const auto& f : kFormats) names.push_back(f.name);
+  return names;
+}
+
+const ExportFormat& export_format(std::string_view name) {
+  for (const auto& f : kFormats)
+    if (f.name == name) return f;
+  std::vector<std::string> names;
+  for (const auto& f : kFormats) names.emplace_back(f.name);
+  const auto match = closest_match(name, names);
+  user_error("--format {}: unknown export format; {}use one of {}", abridged(name),
+             match ? fmt::format("did you mean '{}'? ", *match) : "", fmt::join(names, ", "));
+}
+
+void check_export_target(const ExportFormat& format, const fs::path& out_arg, bool overwrite,
+                         const std::vector<fs::path>& inputs) {
+  if (out_arg.empty()) user_error("--out is empty; give the path to write the export to");
+  if (out_arg.native().size() >= PATH_MAX)
+    user_error("--out: {}; choose a shorter path", path_too_long("the path", out_arg.native()));
+  const fs::path out = without_trailing_slash(out_arg);
+  const std::string name = out.filename().string();
+  if (name.empty() || name == "." || name == "..")
+    user_error("--out {}: give the {} a name", out_arg.string(),
+               format.output == ExportOutput::kFolder ? "folder" : "file");
+  if (name.size() + 32 > NAME_MAX)  // room for ".tmp-<pid>"
+    user_error("--out: {}; choose a shorter name", path_too_long("its last name", name));
+
+  const fs::path folder = folder_of(out);
+  std::error_code ec;
+  const fs::file_status folder_status = fs::status(folder, ec);
+  if (!fs::exists(folder_status)) {
+    user_error(
+        "--out {}: the folder {} does not exist{}; create it first", out.string(), folder.string(),
+        ec && ec != std::errc::no_such_file_or_directory ? fmt::format(" ({})", ec.message()) : "");
+  }
+  if (!fs::is_directory(folder_status))
+    user_error("--out {}: {} is a file, not a folder", out.string(), folder.string());
+  if (::access(folder.c_str(), W_OK | X_OK) != 0) {
+    user_error("--out {}: the folder {} is not writable ({}); choose another path", out.string(),
+               folder.string(), std::strerror(errno));
+  }
+
+  const fs::file_status status = fs::symlink_status(out, ec);
+  if (fs::exists(status)) {
+    if (!overwrite) {
+      user_error(
+          "--out {}: it already exists; choose another path, or pass --overwrite to replace it "
+          "(atomically: it stays as it is unless the export completes)",
+          out.string());
+    }
+    const bool want_folder = format.output == ExportOutput::kFolder;
+    if (want_folder && !fs::is_directory(status))
+      user_error(
+          "--out {}: it exists and is not a folder; {} writes a folder, so it is not "
+          "replaced",
+          out.string(), format.name);
+    if (!want_folder && !fs::is_regular_file(status))
+      user_error(
+          "--out {}: it exists and is not a file; {} writes one file, so it is not "
+          "replaced",
+          out.string(), format.name);
+  }
+  for (const auto& input : inputs) {
+    if (!input.empty() && is_within(input, out)) {
+      user_error("--out {}: it is or holds {}, an input of this export; write elsewhere",
+                 out.string(), input.string());
+    }
+  }
+}
+
+ExportSummary write_export(const ExportFormat& format, const ExportInput& input,
+                           const fs::path& out_arg, bool overwrite) {
+  const fs::path out = without_trailing_slash(out_arg);
+  ExportSummary summary;
+  if (format.output == ExportOutput::kFolder) {
+    io::AtomicDir dir(out, overwrite);
+    summary = format.write(input, dir.path());
+    if (summary.files.empty()) summary.files = listed_files(dir.path());
+    dir.commit();
+  } else {
+    StagedFile file(out, overwrite);
+    summary = format.write(input, file.path());
+    if (summary.files.empty())
+      summary.files = {{out.filename().string(), static_cast<int64_t>(fs::file_size(file.path()))}};
+    file.commit();
+  }
+  return summary;
+}
+
+}  // namespace qlt::exporter

@@ -1,0 +1,64 @@
+// A merged model as a Hugging Face LLaMA folder in bf16 (export format "hf-bf16"): what
+// transformers' save_pretrained writes for LlamaForCausalLM in torch.bfloat16, so
+// transformers, vLLM and qlora-train load it as it is:
+//   model.safetensors                    one shard, or
+//   model-0000k-of-0000n.safetensors     shards of at most max_shard_bytes (huggingface_hub's
+//   + model.safetensors.index.json       split: tensors in order, a new shard when the next
+//                                        one would tip it over; a larger tensor gets its own)
+//   config.json                          the source's (HF folder) or one made from the model's
+//                                        config (GGUF source); torch_dtype / dtype bfloat16,
+//                                        quantization_config removed
+//   tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+//   added_tokens.json, generation_config.json   copied from a HF source when present
+// Tensor names are Hugging Face's (model.layers.{i}.self_attn.q_proj.weight, ...; no
+// lm_head.weight when the embeddings are tied, as save_pretrained), every tensor in bf16
+// (round to nearest even from the model's dtype; quantized weights are dequantized first).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "export/export_format.h"
+#include "model/llama.h"
+
+namespace qlt::exporter {
+
+// Files of a Hugging Face model folder that travel with the weights unchanged.
+inline constexpr const char* kHfTokenizerFiles[] = {
+    "tokenizer.model",         "tokenizer.json",    "tokenizer_config.json",
+    "special_tokens_map.json", "added_tokens.json", "generation_config.json",
+};
+
+// One tensor of the written state dict: its HF name, shape, and how to get it in bf16 on the
+// CPU (made only when its shard is written, so at most one shard of bf16 copies exists).
+struct HfTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::function<at::Tensor()> bf16;
+  int64_t bytes() const;  // numel * 2
+};
+
+// The model's tensors in Hugging Face's names and file order (model::expected_llama_tensors).
+std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model);
+
+// huggingface_hub's split_torch_state_dict_into_shards: indices into `bytes`, per shard.
+std::vector<std::vector<size_t>> plan_shards(const std::vector<int64_t>& bytes,
+                                             int64_t max_shard_bytes);
+
+// "5GB" (10^9), "500MB", "2GiB" (2^30), "100KB", "123" (bytes): transformers'
+// convert_file_size_to_int. UserError naming `what` for anything else or a size < 1.
+int64_t parse_byte_size(std::string_view text, std::string_view what);
+
+// config.json for a model with no Hugging Face config (a GGUF source): LlamaForCausalLM with
+// the model's architecture; model::llama_config_from_json reads it back to the same config.
+nlohmann::json hf_llama_config_json(const model::LlamaConfig& config);
+
+// The ExportWriter of "hf-bf16": input.model must be merged (no adapters attached).
+ExportSummary write_hf_bf16(const ExportInput& input, const std::filesystem::path& dir);
+
+}  // namespace qlt::exporter
