@@ -132,7 +132,7 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
       dense.adapter_options = model.adapter_options;
       model = std::move(dense);
     }
-    const quant::WeightFormat target = format.merge_into(cfg.quantization);
+    const quant::WeightFormat target = format.merge_into(cfg.quantization, *model.adapter_options);
     const int64_t linears =
         static_cast<int64_t>(model.weights.layers.size()) * model::kNumLlamaLinears;
     const model::MergeReport merged = model::merge_adapters(model, target);

@@ -14,6 +14,7 @@
 
 #include "core/did_you_mean.h"
 #include "core/errors.h"
+#include "export/gguf_export.h"
 #include "export/hf_export.h"
 #include "export/peft_adapter.h"
 #include "io/atomic_dir.h"
@@ -34,7 +35,41 @@ ExportSummary write_peft_folder(const ExportInput& input, const fs::path& dir) {
   return {};
 }
 
-quant::WeightFormat dense_format(const QuantizationConfig&) { return quant::DenseFormat{}; }
+quant::WeightFormat dense_format(const QuantizationConfig&, const adapters::AdapterOptions&) {
+  return quant::DenseFormat{};
+}
+
+// hf-nf4: NF4 with quantization.block_size / double_quant, whatever the base was.
+quant::WeightFormat nf4_format(const QuantizationConfig& q, const adapters::AdapterOptions&) {
+  return quant::Nf4Options{q.block_size, q.double_quant};
+}
+
+// gguf-q4_1: INT4 group 32 (= Q4_1 blocks, written as stored) when that is where the training
+// lives: an L4Q quantizer of group 32 (its codes, exactly), or an INT4 g32 base (QA-BLoRA folds
+// into its offsets exactly; a LoRA on it is re-quantized by the merge; linears without an
+// adapter stay as stored). Otherwise dense, and the GGUF writer quantizes and reports the error.
+quant::WeightFormat q4_1_format(const QuantizationConfig& q, const adapters::AdapterOptions& a) {
+  const bool l4q_g32 = a.kind == adapters::AdapterKind::kL4q && a.l4q.group_size == 32;
+  if (l4q_g32 || (q.type == "int4" && q.group_size == 32)) return quant::Int4Options{32};
+  return quant::DenseFormat{};
+}
+
+// A GGUF file of one file type (export/gguf_export.h); the writer's report becomes notes.
+template <GgufFileType kType>
+ExportSummary write_gguf_file(const ExportInput& input, const fs::path& file) {
+  const GgufExportReport report =
+      write_gguf_model(file, input.model, input.tokenizer, kType, {"", input.source});
+  // The report names the staging file (<out>.tmp-<pid>): name the file it becomes instead
+  // (write_export lists the file itself).
+  std::string note = describe(report);
+  const std::string staged = file.string();
+  const std::string final_name = staged.substr(0, staged.rfind(".tmp-"));
+  for (size_t at = note.find(staged); at != std::string::npos; at = note.find(staged, at))
+    note.replace(at, staged.size(), final_name);
+  ExportSummary summary;
+  summary.notes.push_back(note);
+  return summary;
+}
 
 // ---- THE table ----------------------------------------------------------------------------
 
@@ -48,6 +83,23 @@ constexpr ExportFormat kFormats[] = {
      "the merged model as a Hugging Face folder in bf16 (safetensors, sharded above "
      "--shard-size; config.json; tokenizer files), for transformers, vLLM and model.path",
      dense_format, ExportOutput::kFolder, write_hf_bf16},
+    {"hf-nf4",
+     "the merged model re-quantized to NF4 (quantization.block_size, double_quant) in "
+     "bitsandbytes' layout, as a Hugging Face folder: transformers + bitsandbytes and "
+     "model.path load it as stored",
+     nf4_format, ExportOutput::kFolder, write_hf_nf4},
+    {"gguf-f16", "the merged model as one GGUF file, linears in F16, for llama.cpp and ollama",
+     dense_format, ExportOutput::kFile, write_gguf_file<GgufFileType::kF16>},
+    {"gguf-bf16", "the merged model as one GGUF file, linears in BF16", dense_format,
+     ExportOutput::kFile, write_gguf_file<GgufFileType::kBF16>},
+    {"gguf-q8_0", "the merged model as one GGUF file, linears in Q8_0", dense_format,
+     ExportOutput::kFile, write_gguf_file<GgufFileType::kQ8_0>},
+    {"gguf-q4_0", "the merged model as one GGUF file, linears in Q4_0", dense_format,
+     ExportOutput::kFile, write_gguf_file<GgufFileType::kQ4_0>},
+    {"gguf-q4_1",
+     "the merged model as one GGUF file, linears in Q4_1 (QA-BLoRA and L4Q g32 models and INT4 "
+     "g32 bases are written as stored: no re-quantization)",
+     q4_1_format, ExportOutput::kFile, write_gguf_file<GgufFileType::kQ4_1>},
 };
 
 // ---- atomic output ------------------------------------------------------------------------

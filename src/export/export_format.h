@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "adapters/adapter.h"
 #include "core/config.h"
 #include "model/llama.h"
 #include "quant/weight_format.h"
@@ -60,8 +61,10 @@ struct ExportSummary {
 using ExportWriter = ExportSummary (*)(const ExportInput& input,
                                        const std::filesystem::path& target);
 
-// The weight format a merging row merges the adapter into (quantization.* gives its sizes).
-using MergeTarget = quant::WeightFormat (*)(const QuantizationConfig& quantization);
+// The weight format a merging row merges the adapter into (quantization.* gives its sizes; the
+// adapter decides where an exact merge exists, e.g. L4Q into INT4 of its group size).
+using MergeTarget = quant::WeightFormat (*)(const QuantizationConfig& quantization,
+                                            const adapters::AdapterOptions& adapter);
 
 struct ExportFormat {
   std::string_view name;    // --format value: "peft", "hf-bf16", ...

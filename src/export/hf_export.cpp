@@ -12,6 +12,7 @@
 #include "core/json_reader.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "quant/bnb_layout.h"
 
 namespace qlt::exporter {
 namespace {
@@ -28,17 +29,13 @@ std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1
 
 }  // namespace
 
-int64_t HfTensor::bytes() const {
-  int64_t n = 2;
-  for (const int64_t d : shape) n *= d;
-  return n;
-}
-
-std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model) {
+std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model, HfLinears linears_as) {
   const auto& w = model.weights;
   std::vector<HfTensor> out;
   const auto add = [&](std::string name, const at::Tensor& t) {
-    out.push_back({std::move(name), t.sizes().vec(), [t] { return cpu_bf16(t); }});
+    out.push_back({name, t.sizes().vec(), t.numel() * 2, [name, t] {
+                     return std::vector<std::pair<std::string, at::Tensor>>{{name, cpu_bf16(t)}};
+                   }});
   };
   add("model.embed_tokens.weight", w.embed_tokens);
   const auto& linears = model::llama_linear_names();
@@ -49,10 +46,23 @@ std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model) {
     for (int j = 0; j < model::kNumLlamaLinears; ++j) {
       if (j == 4) add(prefix + "post_attention_layernorm.weight", layer.post_attention_layernorm);
       const adapters::FrozenWeight& weight = model::linear_weight(layer, j);
+      const std::string name = prefix + (j < 4 ? "self_attn." : "mlp.") + linears[j] + ".weight";
+      const std::vector<int64_t> shape = quant::stored_shape(weight.stored);
+      if (linears_as == HfLinears::kBnbNf4) {
+        const auto* nf4 = std::get_if<quant::Nf4Tensor>(&weight.stored);
+        TORCH_CHECK(nf4 != nullptr, "hf_state_dict: ", name, " is stored as ",
+                    quant::describe(weight.stored), ", not NF4");
+        out.push_back({name, shape, nf4->storage_bytes(), [name, nf4] {
+                         // The quant state says bf16: the dtype of the rest of the folder.
+                         return quant::bnb_nf4_tensors(name, nf4->to(at::kCPU), "bfloat16");
+                       }});
+        continue;
+      }
       // Dequantized to fp32 first, so a quantized weight is rounded to bf16 once.
-      out.push_back({prefix + (j < 4 ? "self_attn." : "mlp.") + linears[j] + ".weight",
-                     quant::stored_shape(weight.stored),
-                     [&weight] { return cpu_bf16(weight.materialize(at::kFloat)); }});
+      out.push_back({name, shape, shape.at(0) * shape.at(1) * 2, [name, &weight] {
+                       return std::vector<std::pair<std::string, at::Tensor>>{
+                           {name, cpu_bf16(weight.materialize(at::kFloat))}};
+                     }});
     }
   }
   add("model.norm.weight", w.norm);
@@ -166,19 +176,23 @@ nlohmann::json hf_llama_config_json(const model::LlamaConfig& c) {
           {"dtype", "bfloat16"}};
 }
 
-ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
+namespace {
+
+// A Hugging Face folder of the merged model: weights (linears as `linears` says), config.json,
+// tokenizer files. `quantization_config`: added to config.json when not null.
+ExportSummary write_hf_folder(const ExportInput& input, const fs::path& dir, HfLinears linears,
+                              const nlohmann::json& quantization_config) {
   const model::LlamaModel& model = input.model;
-  TORCH_CHECK(!model.has_adapters(), "write_hf_bf16: merge the adapters first");
+  TORCH_CHECK(!model.has_adapters(), "write_hf_folder: merge the adapters first");
   ExportSummary summary;
 
-  // 1. The weights, shard by shard (at most one shard of bf16 copies in memory).
-  const std::vector<HfTensor> tensors = hf_state_dict(model);
+  // 1. The weights, shard by shard (at most one shard of copies in memory).
+  const std::vector<HfTensor> tensors = hf_state_dict(model, linears);
   std::vector<int64_t> bytes;
-  int64_t total = 0, parameters = 0;
+  int64_t total = 0;
   for (const auto& t : tensors) {
     bytes.push_back(t.bytes());
     total += t.bytes();
-    parameters += t.bytes() / 2;
   }
   const auto shards = plan_shards(bytes, input.settings.max_shard_bytes);
   nlohmann::json weight_map = nlohmann::json::object();
@@ -187,8 +201,10 @@ ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
         shards.size() == 1 ? "model.safetensors" : shard_name(s, shards.size());
     std::vector<std::pair<std::string, at::Tensor>> shard;
     for (const size_t k : shards[s]) {
-      shard.emplace_back(tensors[k].name, tensors[k].bf16());
-      weight_map[tensors[k].name] = file;
+      for (auto& entry : tensors[k].entries()) {
+        weight_map[entry.first] = file;
+        shard.push_back(std::move(entry));
+      }
     }
     io::save_safetensors(dir / file, shard, {{"format", "pt"}});
   }
@@ -198,7 +214,8 @@ ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
     io::write_file_atomically(dir / "model.safetensors.index.json", index.dump(2) + "\n");
   }
   summary.notes.push_back(fmt::format(
-      "{} tensors ({} parameters) in bf16: {}", tensors.size(), parameters,
+      "{} tensors in {}: {}", tensors.size(),
+      linears == HfLinears::kBnbNf4 ? "bf16, decoder linears in bitsandbytes NF4" : "bf16",
       shards.size() == 1 ? std::string("model.safetensors")
                          : fmt::format("{} shards of at most {} + model.safetensors.index.json",
                                        shards.size(), megabytes(input.settings.max_shard_bytes))));
@@ -216,6 +233,7 @@ ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
     config["bos_token_id"] = input.tokenizer.bos_id();
     config["eos_token_id"] = input.tokenizer.eos_id();
   }
+  if (!quantization_config.is_null()) config["quantization_config"] = quantization_config;
   io::write_file_atomically(dir / "config.json", config.dump(2) + "\n");
 
   // 3. Tokenizer and generation files.
@@ -237,6 +255,22 @@ ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
         input.source.string()));
   }
   return summary;
+}
+
+}  // namespace
+
+ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
+  return write_hf_folder(input, dir, HfLinears::kBf16, nullptr);
+}
+
+ExportSummary write_hf_nf4(const ExportInput& input, const fs::path& dir) {
+  // The merge stored every linear as NF4 with the config's block size and double quant.
+  const auto& q = std::get<quant::Nf4Tensor>(input.model.weights.layers.at(0).q_proj.stored);
+  quant::Nf4Options options;
+  options.block_size = q.block_size;
+  options.double_quant = q.double_quant();
+  return write_hf_folder(input, dir, HfLinears::kBnbNf4,
+                         quant::bnb_quantization_config(options, "bfloat16"));
 }
 
 }  // namespace qlt::exporter

@@ -1,4 +1,5 @@
-// A merged model as a Hugging Face LLaMA folder in bf16 (export format "hf-bf16"): what
+// A merged model as a Hugging Face LLaMA folder in bf16 (export format "hf-bf16"; "hf-nf4" is the
+// same folder with the decoder linears in bitsandbytes' NF4 layout): what
 // transformers' save_pretrained writes for LlamaForCausalLM in torch.bfloat16, so
 // transformers, vLLM and qlora-train load it as it is:
 //   model.safetensors                    one shard, or
@@ -34,17 +35,26 @@ inline constexpr const char* kHfTokenizerFiles[] = {
     "special_tokens_map.json", "added_tokens.json", "generation_config.json",
 };
 
-// One tensor of the written state dict: its HF name, shape, and how to get it in bf16 on the
-// CPU (made only when its shard is written, so at most one shard of bf16 copies exists).
+// How the decoder's linear weights are written: bf16 tensors, or bitsandbytes' NF4 layout
+// (the weights must then be stored as NF4: the row merges into quant::Nf4Options).
+enum class HfLinears { kBf16, kBnbNf4 };
+
+// One tensor of the written state dict: its HF name, shape, the bytes it takes in the file, and
+// how to make its safetensors entries on the CPU (made only when its shard is written, so at
+// most one shard of copies exists): one bf16 tensor, or a bnb NF4 weight with its quant state
+// (quant::bnb_nf4_tensors).
 struct HfTensor {
   std::string name;
   std::vector<int64_t> shape;
-  std::function<at::Tensor()> bf16;
-  int64_t bytes() const;  // numel * 2
+  int64_t file_bytes = 0;
+  std::function<std::vector<std::pair<std::string, at::Tensor>>()> entries;
+  int64_t bytes() const { return file_bytes; }
 };
 
-// The model's tensors in Hugging Face's names and file order (model::expected_llama_tensors).
-std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model);
+// The model's tensors in Hugging Face's names and file order (model::expected_llama_tensors);
+// everything but the decoder linears in bf16, those as `linears` says.
+std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model,
+                                    HfLinears linears = HfLinears::kBf16);
 
 // huggingface_hub's split_torch_state_dict_into_shards: indices into `bytes`, per shard.
 std::vector<std::vector<size_t>> plan_shards(const std::vector<int64_t>& bytes,
@@ -60,5 +70,12 @@ nlohmann::json hf_llama_config_json(const model::LlamaConfig& config);
 
 // The ExportWriter of "hf-bf16": input.model must be merged (no adapters attached).
 ExportSummary write_hf_bf16(const ExportInput& input, const std::filesystem::path& dir);
+
+// The ExportWriter of "hf-nf4": the merged model's linears, re-quantized to NF4 by the merge
+// (quantization.block_size / double_quant), in bitsandbytes' layout (METHODS.md §3), the rest
+// in bf16, and config.json with transformers' quantization_config (compute dtype bfloat16):
+// what save_pretrained writes for a load_in_4bit model, so transformers + bitsandbytes and
+// qlora-train load it as stored.
+ExportSummary write_hf_nf4(const ExportInput& input, const std::filesystem::path& dir);
 
 }  // namespace qlt::exporter

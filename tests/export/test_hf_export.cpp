@@ -275,8 +275,24 @@ TEST_CASE("the export table: names, merges, unknown formats", "[hf_export]") {
   CHECK(names[1] == "hf-bf16");
   CHECK_FALSE(qlt::exporter::export_format("peft").merges());
   CHECK(qlt::exporter::export_format("hf-bf16").merges());
+  const auto lora = qlt::adapters::adapter_options({}, qlt::quant::DenseFormat{});
   CHECK(std::holds_alternative<qlt::quant::DenseFormat>(
-      qlt::exporter::export_format("hf-bf16").merge_into(qlt::QuantizationConfig{})));
+      qlt::exporter::export_format("hf-bf16").merge_into(qlt::QuantizationConfig{}, lora)));
+  CHECK(std::holds_alternative<qlt::quant::Nf4Options>(
+      qlt::exporter::export_format("hf-nf4").merge_into(qlt::QuantizationConfig{}, lora)));
+  // gguf-q4_1 merges into INT4 g32 where the training lives there (L4Q g32, an INT4 g32 base),
+  // so those models are written as stored; other bases are quantized by the GGUF writer.
+  const auto& q4_1 = qlt::exporter::export_format("gguf-q4_1");
+  qlt::QuantizationConfig int4;
+  int4.type = "int4";
+  qlt::AdapterConfig l4q_config;
+  l4q_config.type = "l4q";
+  const auto l4q = qlt::adapters::adapter_options(l4q_config, qlt::quant::DenseFormat{});
+  CHECK(std::holds_alternative<qlt::quant::DenseFormat>(
+      q4_1.merge_into(qlt::QuantizationConfig{}, lora)));
+  CHECK(std::holds_alternative<qlt::quant::Int4Options>(q4_1.merge_into(int4, lora)));
+  CHECK(std::holds_alternative<qlt::quant::Int4Options>(
+      q4_1.merge_into(qlt::QuantizationConfig{}, l4q)));
   for (const auto& f : qlt::exporter::export_formats()) {
     INFO(f.name);
     CHECK_FALSE(f.writes.empty());
@@ -284,7 +300,8 @@ TEST_CASE("the export table: names, merges, unknown formats", "[hf_export]") {
   }
   require_user_error(
       [] { qlt::exporter::export_format("hf-bf17"); },
-      {"--format hf-bf17", "unknown export format", "did you mean 'hf-bf16'", "peft, hf-bf16"});
+      {"--format hf-bf17", "unknown export format", "did you mean 'hf-bf16'",
+       "peft, hf-bf16, hf-nf4, gguf-f16, gguf-bf16, gguf-q8_0, gguf-q4_0, gguf-q4_1"});
 }
 
 TEST_CASE("byte sizes and shard plans follow transformers and huggingface_hub", "[hf_export]") {
