@@ -242,6 +242,20 @@ double peft_alpha(const AdapterOptions& o) {
   return o.config.use_rslora ? o.scaling * std::sqrt(r) : o.scaling * r;
 }
 
+at::Tensor effective_weight(const FrozenWeight& base, const Adapter* adapter,
+                            const AdapterOptions& o) {
+  at::NoGradGuard no_grad;
+  const at::Tensor w0 = base.materialize(at::kFloat);  // [out, in] fp32
+  if (adapter == nullptr) return w0;
+  if (const auto* q = std::get_if<L4qAdapter>(adapter)) {
+    const at::Tensor w_prime = w0 + at::matmul(q->B, q->A) * o.scaling;
+    if (!q->quantizing) return w_prime;
+    return l4q_dequantize(l4q_codes(w_prime, q->scale, q->offset, o.l4q), o.l4q);
+  }
+  auto [a, b] = peft_lora_of(*adapter, o);
+  return w0 + at::matmul(b, a) * o.scaling;
+}
+
 MergedWeight merge_adapter(const FrozenWeight& base, const Adapter& adapter,
                            const AdapterOptions& o, const quant::WeightFormat& target,
                            at::ScalarType dense_dtype) {

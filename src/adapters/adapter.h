@@ -135,6 +135,12 @@ std::pair<at::Tensor, at::Tensor> peft_lora_of(const Adapter& adapter,
 int64_t peft_rank(const AdapterOptions& options);
 double peft_alpha(const AdapterOptions& options);
 
+// The layer's effective weight [out, in] fp32 as the forward uses it: dequantize(base) + ΔW for
+// low-rank kinds (ΔW = s B' A'), L4Q's fake-quantized Wq (or W0 + s B A in its warm-up), the
+// base alone without an adapter. What a merge should reproduce.
+at::Tensor effective_weight(const FrozenWeight& base, const Adapter* adapter,
+                            const AdapterOptions& options);
+
 // The trained layer as a stored weight in `target` (merge): qa-blora into INT4 of the same
 // group size folds into the offsets and l4q into INT4 of its group size writes its codes, both
 // exactly; otherwise W = dequantize(base) + ΔW in fp32, then stored in `target` (re-quantized

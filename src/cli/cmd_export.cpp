@@ -16,8 +16,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <vector>
 
 #include "cli/command.h"
 #include "cli/model_setup.h"
@@ -79,6 +82,29 @@ std::string human_bytes(int64_t bytes) {
   return fmt::format("{:.2f} MB", static_cast<double>(bytes) / 1e6);
 }
 
+// The merge's storage error, per decoder layer (its worst linear) and overall; nothing when the
+// merge changed no weight (exact merges, dense fp32 targets).
+std::vector<std::string> merge_error_lines(const model::MergeReport& report) {
+  std::vector<std::string> lines;
+  std::map<int64_t, const model::MergeReport::LinearError*> worst;  // per layer
+  double max_abs = 0;
+  for (const auto& e : report.errors) {
+    max_abs = std::max(max_abs, e.max_abs);
+    auto& w = worst[e.layer];
+    if (w == nullptr || e.relative > w->relative) w = &e;
+  }
+  if (max_abs == 0) return lines;
+  lines.push_back(fmt::format(
+      "storing the merged weights changed them by ||dW||/||W|| = {:.3e} overall (max |dw| "
+      "{:.3e}); per layer, its worst linear:",
+      report.overall_relative, max_abs));
+  for (const auto& [layer, e] : worst) {
+    lines.push_back(fmt::format("  layer {:>3}: {:.3e} ({}, max |dw| {:.3e})", layer, e->relative,
+                                model::llama_linear_names()[e->linear], e->max_abs));
+  }
+  return lines;
+}
+
 int run_export(const ExportArgs& args, bool merge_into_given) {
   const auto start = std::chrono::steady_clock::now();
   TrainConfig cfg = load_config(args.config.config_path, args.config.overrides);
@@ -113,6 +139,7 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
   const std::string adapter = train::describe_adapter(*model.adapter_options);
   spdlog::info("adapter {} ({})", source.folder.string(), adapter);
 
+  std::vector<std::string> error_lines;  // what storing the merged weights changed
   std::string merge_line;
   if (format.merges()) {
     const std::string base = quant::describe(model.weights.layers.at(0).q_proj.stored);
@@ -150,6 +177,7 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
         "merged into {} (--merge-into {}): {} of {} linears adapted, {} merged exactly, {}", into,
         original ? kMergeOriginal : kMergeDequantized, merged.merged, linears, merged.exact, rest);
     spdlog::info("{}", merge_line);
+    error_lines = merge_error_lines(merged);
   }
 
   const exporter::ExportInput input{model, tokenizer, cfg.model.path, settings};
@@ -161,6 +189,7 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
   fmt::print("exported {} to {}: {}\n", format.name, args.out, format.writes);
   fmt::print("  adapter: {} from {}\n", adapter, source.folder.string());
   if (!merge_line.empty()) fmt::print("  {}\n", merge_line);
+  for (const auto& line : error_lines) fmt::print("  {}\n", line);
   for (const auto& [file, bytes] : summary.files) fmt::print("  {} {}\n", file, human_bytes(bytes));
   fmt::print("  total {} ({} bytes) in {} file(s), {:.2f} s\n", human_bytes(summary.total_bytes()),
              summary.total_bytes(), summary.files.size(), seconds);

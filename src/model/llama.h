@@ -170,6 +170,16 @@ void start_l4q_quantization(LlamaModel& model);
 struct MergeReport {
   int64_t merged = 0;
   int64_t exact = 0;
+  // What storing in `target` changed, per decoder linear (adapted or converted), against the
+  // layer the forward used before (adapters::effective_weight): max |Δw| and ‖Δ‖/‖W‖.
+  struct LinearError {
+    int64_t layer = 0;
+    int linear = 0;  // llama_linear_names() index
+    double max_abs = 0;
+    double relative = 0;
+  };
+  std::vector<LinearError> errors;
+  double overall_relative = 0;  // sqrt(Σ‖Δ‖² / Σ‖W‖²) over every decoder linear
 };
 MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target);
 

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "core/errors.h"
@@ -192,28 +193,37 @@ void start_l4q_quantization(LlamaModel& model) {
 
 MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target) {
   MergeReport report;
-  std::vector<LayerAdapters> none(model.weights.layers.size());
-  if (model.adapters.empty()) model.adapters = std::move(none);
-  for (int64_t i = 0; i < static_cast<int64_t>(model.adapters.size()); ++i) {
+  double sq_error = 0, sq_weight = 0;
+  static const adapters::AdapterOptions kNoAdapter{};
+  const adapters::AdapterOptions& options =
+      model.adapter_options ? *model.adapter_options : kNoAdapter;
+  for (int64_t i = 0; i < static_cast<int64_t>(model.weights.layers.size()); ++i) {
     for (int j = 0; j < kNumLlamaLinears; ++j) {
       auto& w = linear_weight(model.weights.layers[i], j);
-      auto& a = model.adapters[i][j];
-      if (!a) {
-        // Not adapted: only converted when it is not stored as `target` already.
-        if (!quant::matches(w.stored, target)) {
-          w = adapters::FrozenWeight(quant::store_weight(
-              w.materialize(at::kFloat), target, model.compute_dtype, peft_module_key(i, j)));
-        }
-        continue;
+      const adapters::Adapter* adapter = nullptr;
+      if (model.has_adapters() && model.adapters[i][j]) adapter = &*model.adapters[i][j];
+      // Not adapted and already stored as `target`: kept as it is, nothing changes.
+      if (adapter == nullptr && quant::matches(w.stored, target)) continue;
+      at::NoGradGuard no_grad;
+      const at::Tensor before = adapters::effective_weight(w, adapter, options);
+      if (adapter != nullptr) {
+        auto merged = adapters::merge_adapter(w, *adapter, options, target, model.compute_dtype);
+        w = adapters::FrozenWeight(std::move(merged.weight));
+        ++report.merged;
+        report.exact += merged.exact;
+      } else {
+        w = adapters::FrozenWeight(
+            quant::store_weight(before, target, model.compute_dtype, peft_module_key(i, j)));
       }
-      auto merged =
-          adapters::merge_adapter(w, *a, *model.adapter_options, target, model.compute_dtype);
-      w = adapters::FrozenWeight(std::move(merged.weight));
-      ++report.merged;
-      report.exact += merged.exact;
-      a.reset();
+      const at::Tensor delta = w.materialize(at::kFloat) - before;
+      const double err = delta.norm().item<double>(), ref = before.norm().item<double>();
+      sq_error += err * err;
+      sq_weight += ref * ref;
+      report.errors.push_back(
+          {i, j, delta.abs().max().item<double>(), ref > 0 ? err / ref : (err > 0 ? 1.0 : 0.0)});
     }
   }
+  report.overall_relative = sq_weight > 0 ? std::sqrt(sq_error / sq_weight) : 0;
   model.adapters.clear();
   model.adapter_options.reset();
   return report;

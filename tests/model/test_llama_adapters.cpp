@@ -350,6 +350,10 @@ TEST_CASE("L4Q merges into INT4 as its own codes: bit-identical logits (dense / 
     const auto report = qlt::model::merge_adapters(model, qlt::quant::Int4Options{32});
     CHECK(report.merged == 2 * 7);
     CHECK(report.exact == report.merged);
+    // The storage error report: nothing changed (the merged layer IS the trained one).
+    CHECK(report.errors.size() == 2 * 7);
+    for (const auto& e : report.errors) CHECK(e.max_abs == 0);
+    CHECK(report.overall_relative == 0);
     CHECK(!model.has_adapters());
     if (k.bits == 3) {  // 3-bit codes stored in 4-bit blocks: every nibble <= 7
       for (const auto& layer : int4_blocks(model)) {
@@ -532,4 +536,34 @@ TEST_CASE("adapter kinds refuse what they cannot do: UserError naming the key",
              }),
              Contains("of type blora") && Contains("adapter.type is lora"));
   CHECK(!other.has_adapters());
+}
+
+TEST_CASE("a LoRA merged into NF4 reports the re-quantization error per linear and overall",
+          "[model][adapters]") {
+  const auto opts =
+      qlt::adapters::adapter_options(adapter_config("lora", 4, 8), qlt::quant::DenseFormat{});
+  auto merged_model = [&](const qlt::quant::WeightFormat& target) {
+    auto model = load_gqa();
+    auto gen = seeded(7);
+    qlt::model::attach_adapters(model, opts, gen);
+    perturb_adapters(model, gen, 0.1, 0.1);
+    return std::make_pair(qlt::model::merge_adapters(model, target), std::move(model));
+  };
+  // Into NF4: every decoder linear is re-quantized, adapted or not, and each one is reported.
+  const auto [report, model] = merged_model(qlt::quant::Nf4Options{});
+  CHECK(report.exact == 0);
+  REQUIRE(report.errors.size() == 2 * 7);
+  for (const auto& e : report.errors) {
+    CHECK(e.max_abs > 0);
+    CHECK(e.relative > 0.01);  // NF4 + double quant: a few percent of the weight norm
+    CHECK(e.relative < 0.2);
+    const auto& w = qlt::model::linear_weight(model.weights.layers[e.layer], e.linear);
+    CHECK(std::holds_alternative<qlt::quant::Nf4Tensor>(w.stored));
+  }
+  CHECK(report.overall_relative > 0.01);
+  CHECK(report.overall_relative < 0.2);
+  // Into the dense fp32 base: W0 + s B A is stored as computed; nothing is lost.
+  const auto [dense_report, dense_model] = merged_model(qlt::quant::DenseFormat{});
+  CHECK(dense_report.overall_relative == 0);
+  for (const auto& e : dense_report.errors) CHECK(e.max_abs == 0);
 }
