@@ -28,6 +28,8 @@ if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   # code paths run under ASan in the smaller tests). Keeps CI within its time budget.
   asan_skip='in any phase continues with --resume|started together on one output_dir'
   asan_skip+='|SmolLM2 Q4_1 GGUF: (logits|held-out)|generate on SmolLM2'
+  asan_skip+='|resume after SIGKILL is bit-exact|does not exist or is a file says so, for every'
+  asan_skip+='|SIGINT / SIGTERM stop after a clean checkpoint|killed before its first checkpoint'
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "$asan_skip" "$@"
   if [[ ${QLT_SKIP_FUZZ:-0} != 1 ]]; then
     echo "== fuzzers, smoke run"
