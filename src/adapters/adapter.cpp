@@ -261,31 +261,36 @@ MergedWeight merge_adapter(const FrozenWeight& base, const Adapter& adapter,
                            at::ScalarType dense_dtype) {
   at::NoGradGuard no_grad;
   const auto* int4_target = std::get_if<quant::Int4Options>(&target);
-  if (const auto* lr = std::get_if<LowRankAdapter>(&adapter)) {
+  MergedWeight out;
+  if (const auto* q = std::get_if<L4qAdapter>(&adapter)) {
+    const at::Tensor w_prime = base.materialize(at::kFloat) + at::matmul(q->B, q->A) * o.scaling;
+    out.effective = w_prime;
+    if (q->quantizing) {
+      const L4qCodes codes = l4q_codes(w_prime, q->scale, q->offset, o.l4q);
+      out.effective = l4q_dequantize(codes, o.l4q);
+      if (int4_target != nullptr && int4_target->group_size == o.l4q.group_size) {
+        // Exact: the trained layer IS d * q + m with these codes (4-bit storage holds 3-bit).
+        out.weight = l4q_to_int4(codes, o.l4q, dense_dtype);
+        out.exact = true;
+        return out;
+      }
+    }
+  } else {
+    const auto& lr = std::get<LowRankAdapter>(adapter);
+    out.effective = effective_weight(base, &adapter, o);  // W0 + s B' A', fp32 [out, in]
     const auto* int4_base = std::get_if<quant::Int4Tensor>(&base.stored);
     if (o.kind == AdapterKind::kQaBlora && int4_target != nullptr && int4_base != nullptr &&
         int4_target->group_size == o.pool && int4_base->group_size == o.pool) {
       // Exact: the update is constant inside each group, folded into m (rounded to fp16).
-      const at::Tensor window = pooled_lora_window_delta(lr->A, lr->B, o.pool, o.repeat, o.scaling);
-      return {merge_into_int4_offsets(*int4_base, window.to(int4_base->device())), true};
+      const at::Tensor window = pooled_lora_window_delta(lr.A, lr.B, o.pool, o.repeat, o.scaling);
+      out.weight = merge_into_int4_offsets(*int4_base, window.to(int4_base->device()));
+      out.exact = true;
+      return out;
     }
-    // W0 + s B' A' in fp32 [out, in], then stored in the target format (re-quantized).
-    auto [a, b] = peft_lora_of(adapter, o);
-    const at::Tensor w = base.materialize(at::kFloat) + at::matmul(b, a) * o.scaling;
-    return {quant::store_weight(w, target, dense_dtype, "merged weight"), false};
   }
-  const auto& q = as_l4q(adapter);
-  const at::Tensor w_prime = base.materialize(at::kFloat) + at::matmul(q.B, q.A) * o.scaling;
-  if (!q.quantizing) {
-    return {quant::store_weight(w_prime, target, dense_dtype, "merged weight"), false};
-  }
-  const L4qCodes codes = l4q_codes(w_prime, q.scale, q.offset, o.l4q);
-  if (int4_target != nullptr && int4_target->group_size == o.l4q.group_size) {
-    // Exact: the trained layer IS d * q + m with these codes (4-bit storage holds 3-bit codes).
-    return {l4q_to_int4(codes, o.l4q, dense_dtype), true};
-  }
-  return {quant::store_weight(l4q_dequantize(codes, o.l4q), target, dense_dtype, "merged weight"),
-          false};
+  // Stored in the target format (re-quantized when it is quantized).
+  out.weight = quant::store_weight(out.effective, target, dense_dtype, "merged weight");
+  return out;
 }
 
 }  // namespace qlt::adapters

@@ -149,6 +149,7 @@ at::Tensor effective_weight(const FrozenWeight& base, const Adapter* adapter,
 struct MergedWeight {
   quant::StoredWeight weight;
   bool exact = false;
+  at::Tensor effective;  // effective_weight of the layer before the merge, [out, in] fp32
 };
 MergedWeight merge_adapter(const FrozenWeight& base, const Adapter& adapter,
                            const AdapterOptions& options, const quant::WeightFormat& target,

@@ -205,13 +205,15 @@ MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target)
       // Not adapted and already stored as `target`: kept as it is, nothing changes.
       if (adapter == nullptr && quant::matches(w.stored, target)) continue;
       at::NoGradGuard no_grad;
-      const at::Tensor before = adapters::effective_weight(w, adapter, options);
+      at::Tensor before;  // the layer as the forward used it, fp32 [out, in]
       if (adapter != nullptr) {
         auto merged = adapters::merge_adapter(w, *adapter, options, target, model.compute_dtype);
+        before = std::move(merged.effective);
         w = adapters::FrozenWeight(std::move(merged.weight));
         ++report.merged;
         report.exact += merged.exact;
       } else {
+        before = w.materialize(at::kFloat);
         w = adapters::FrozenWeight(
             quant::store_weight(before, target, model.compute_dtype, peft_module_key(i, j)));
       }
