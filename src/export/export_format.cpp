@@ -1,9 +1,7 @@
 #include "export/export_format.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <stdio.h>  // renameat2, RENAME_NOREPLACE (glibc >= 2.28, _GNU_SOURCE)
 #include <unistd.h>
 
 #include <algorithm>
@@ -130,82 +128,6 @@ bool is_within(const fs::path& inner, const fs::path& outer) {
   return true;
 }
 
-int fsync_path(const fs::path& path, bool directory) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
-  if (fd < 0) return errno;
-  int err = 0;
-  if (::fsync(fd) != 0) err = errno;
-  ::close(fd);
-  return err;
-}
-
-// The file counterpart of io::AtomicDir for file formats: the writer writes `path()`
-// ("<out>.tmp-<pid>"), commit() fsyncs it and renames it to `out` (RENAME_NOREPLACE unless
-// overwriting); the destructor removes it unless committed.
-class StagedFile {
- public:
-  StagedFile(fs::path out, bool overwrite) : out_(std::move(out)), overwrite_(overwrite) {
-    std::error_code ec;
-    const fs::file_status status = fs::symlink_status(out_, ec);
-    if (fs::exists(status)) {
-      if (!overwrite_)
-        user_error("cannot write {}: it already exists (choose another path, or remove it first)",
-                   out_.string());
-      if (!fs::is_regular_file(status))
-        user_error("cannot write {}: it exists and is not a file, so it is not replaced",
-                   out_.string());
-    }
-    temp_ = folder_of(out_) / (out_.filename().string() + ".tmp-" + std::to_string(::getpid()));
-    fs::remove_all(temp_, ec);  // a leftover of an earlier process with this pid
-  }
-  ~StagedFile() {
-    if (!committed_) {
-      std::error_code ec;
-      fs::remove_all(temp_, ec);
-    }
-  }
-  StagedFile(const StagedFile&) = delete;
-  StagedFile& operator=(const StagedFile&) = delete;
-  const fs::path& path() const { return temp_; }
-
-  void commit() {
-    std::error_code ec;
-    if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
-      runtime_error("export: the writer did not create {}", temp_.string());
-    if (const int err = fsync_path(temp_, false))
-      io::throw_write_error(out_, "fsync of " + temp_.string() + " failed", err);
-    int rc = 0;
-    if (overwrite_) {
-      if (fs::is_directory(fs::symlink_status(out_, ec)))
-        user_error("cannot write {}: it exists and is not a file, so it is not replaced",
-                   out_.string());
-      rc = ::rename(temp_.c_str(), out_.c_str());
-    } else {
-      rc = ::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE);
-      if (rc != 0 && (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP)) {
-        // No RENAME_NOREPLACE on this file system: link() refuses an existing name too.
-        rc = ::link(temp_.c_str(), out_.c_str());
-        if (rc == 0) ::unlink(temp_.c_str());
-      }
-    }
-    if (rc != 0) {
-      if (errno == EEXIST)
-        user_error(
-            "cannot write {}: it was created by someone else while this was being "
-            "written; nothing was changed",
-            out_.string());
-      io::throw_write_error(out_, "rename of " + temp_.string() + " failed", errno);
-    }
-    committed_ = true;
-    fsync_path(folder_of(out_), true);  // not fatal: the file is complete and in place
-  }
-
- private:
-  fs::path out_, temp_;
-  bool overwrite_ = false;
-  bool committed_ = false;
-};
-
 // Sizes of the files the writer left in the folder `target`, relative to it, for a summary
 // that lists none.
 std::vector<std::pair<std::string, int64_t>> listed_files(const fs::path& target) {
@@ -313,7 +235,7 @@ ExportSummary write_export(const ExportFormat& format, const ExportInput& input,
     if (summary.files.empty()) summary.files = listed_files(dir.path());
     dir.commit();
   } else {
-    StagedFile file(out, overwrite);
+    io::StagedFile file(out, overwrite);
     summary = format.write(input, file.path());
     if (summary.files.empty())
       summary.files = {{out.filename().string(), static_cast<int64_t>(fs::file_size(file.path()))}};

@@ -173,4 +173,58 @@ void AtomicDir::commit() {
   fsync_path(folder_of(final_path_), true);
 }
 
+StagedFile::StagedFile(fs::path out, bool overwrite) : out_(std::move(out)), overwrite_(overwrite) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(out_, ec);
+  if (fs::exists(status)) {
+    if (!overwrite_)
+      user_error("cannot write {}: it already exists (choose another path, or remove it first)",
+                 out_.string());
+    if (!fs::is_regular_file(status))
+      user_error("cannot write {}: it exists and is not a file, so it is not replaced",
+                 out_.string());
+  }
+  temp_ = folder_of(out_) / (out_.filename().string() + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(temp_, ec);  // a leftover of an earlier process with this pid
+}
+
+StagedFile::~StagedFile() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove_all(temp_, ec);
+  }
+}
+
+void StagedFile::commit() {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
+    runtime_error("the writer did not create {}", temp_.string());
+  if (const int err = fsync_path(temp_, false))
+    throw_write_error(out_, "fsync of " + temp_.string() + " failed", err);
+  int rc = 0;
+  if (overwrite_) {
+    if (fs::is_directory(fs::symlink_status(out_, ec)))
+      user_error("cannot write {}: it exists and is not a file, so it is not replaced",
+                 out_.string());
+    rc = ::rename(temp_.c_str(), out_.c_str());
+  } else {
+    rc = ::renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && is_unsupported(errno)) {
+      // No RENAME_NOREPLACE on this file system: link() refuses an existing name too.
+      rc = ::link(temp_.c_str(), out_.c_str());
+      if (rc == 0) ::unlink(temp_.c_str());
+    }
+  }
+  if (rc != 0) {
+    if (errno == EEXIST)
+      user_error(
+          "cannot write {}: it was created by someone else while this was being written; "
+          "nothing was changed",
+          out_.string());
+    throw_write_error(out_, "rename of " + temp_.string() + " failed", errno);
+  }
+  committed_ = true;
+  fsync_path(folder_of(out_), true);  // not fatal: the file is complete and in place
+}
+
 }  // namespace qlt::io

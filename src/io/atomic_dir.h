@@ -45,4 +45,26 @@ class AtomicDir {
   bool committed_ = false;
 };
 
+// The file counterpart, for a writer that creates one file by itself at a path it is given
+// (e.g. a GGUF exporter): the writer writes path() ("<final>.tmp-<pid>"), commit() fsyncs it
+// and renames it to `final_path` (RENAME_NOREPLACE unless overwriting; link() where the file
+// system lacks it), then fsyncs the folder. The destructor removes it unless committed.
+// UserError when `final_path` exists (and overwrite is false) or is not a regular file.
+class StagedFile {
+ public:
+  StagedFile(std::filesystem::path final_path, bool overwrite);
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  const std::filesystem::path& path() const { return temp_; }
+  // RuntimeError when the writer did not create path(); UserError / RuntimeError on failure.
+  void commit();
+
+ private:
+  std::filesystem::path out_, temp_;
+  bool overwrite_ = false;
+  bool committed_ = false;
+};
+
 }  // namespace qlt::io
