@@ -20,6 +20,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "cli/command.h"
@@ -28,10 +29,12 @@
 #include "core/errors.h"
 #include "export/export_format.h"
 #include "export/hf_export.h"
+#include "export/linear_source.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "model/llama_gguf.h"
+#include "model/llama_source_linears.h"
 #include "quant/bnb_layout.h"
 #include "quant/weight_format.h"
 #include "train/run_setup.h"
@@ -139,10 +142,15 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
   const std::string adapter = train::describe_adapter(*model.adapter_options);
   spdlog::info("adapter {} ({})", source.folder.string(), adapter);
 
-  std::vector<std::string> error_lines;  // what storing the merged weights changed
-  std::string merge_line;
+  // Merging rows: each decoder linear is merged when the writer reaches it and dropped once
+  // written (exporter::merged_linears), so the export holds the model as loaded plus about one
+  // linear in full precision; with --merge-into original that linear is read from model.path.
+  model::MergeReport merged;
+  std::optional<model::SourceLinears> originals;
+  exporter::LinearSource linears;
+  std::string base;
   if (format.merges()) {
-    const std::string base = quant::describe(model.weights.layers.at(0).q_proj.stored);
+    base = quant::describe(model.weights.layers.at(0).q_proj.stored);
     if (original && quantized_base) {
       if (model.adapter_options->kind == adapters::AdapterKind::kL4q) {
         user_error(
@@ -151,18 +159,23 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
             "added to other weights); use --merge-into dequantized",
             args.checkpoint);
       }
-      // The originals, unquantized; the trained adapters move over unchanged.
-      spdlog::info("reloading {} unquantized for --merge-into original", cfg.model.path);
-      model::LlamaModel dense = model::load_llama(cfg.model.path, run.dtype, run.device,
-                                                  quant::DenseFormat{}, cfg.model.allow_non_finite);
-      dense.adapters = std::move(model.adapters);
-      dense.adapter_options = model.adapter_options;
-      model = std::move(dense);
+      spdlog::info("reading the original weights of {} one linear at a time", cfg.model.path);
+      originals.emplace(model::SourceLinears::open(cfg.model.path, model.config));
     }
     const quant::WeightFormat target = format.merge_into(cfg.quantization, *model.adapter_options);
-    const int64_t linears =
+    linears = exporter::merged_linears(model, target, originals ? &*originals : nullptr, &merged);
+  }
+
+  const exporter::ExportInput input{model, tokenizer, cfg.model.path, settings, linears};
+  const exporter::ExportSummary summary =
+      exporter::write_export(format, input, args.out, args.overwrite);
+
+  std::vector<std::string> error_lines;  // what storing the merged weights changed
+  std::string merge_line;
+  if (format.merges()) {
+    const quant::WeightFormat target = *linears.format;
+    const int64_t total =
         static_cast<int64_t>(model.weights.layers.size()) * model::kNumLlamaLinears;
-    const model::MergeReport merged = model::merge_adapters(model, target);
     const std::string into =
         !quantized_base ? fmt::format("the {} base weights (as model.path holds them)", base)
         : original      ? fmt::format("the original full-precision weights (trained on {})", base)
@@ -175,14 +188,10 @@ int run_export(const ExportArgs& args, bool merge_into_given) {
             : fmt::format("{} added in fp32 and stored dense", merged.merged - merged.exact);
     merge_line = fmt::format(
         "merged into {} (--merge-into {}): {} of {} linears adapted, {} merged exactly, {}", into,
-        original ? kMergeOriginal : kMergeDequantized, merged.merged, linears, merged.exact, rest);
+        original ? kMergeOriginal : kMergeDequantized, merged.merged, total, merged.exact, rest);
     spdlog::info("{}", merge_line);
     error_lines = merge_error_lines(merged);
   }
-
-  const exporter::ExportInput input{model, tokenizer, cfg.model.path, settings};
-  const exporter::ExportSummary summary =
-      exporter::write_export(format, input, args.out, args.overwrite);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 

@@ -55,8 +55,8 @@ quant::WeightFormat q4_1_format(const QuantizationConfig& q, const adapters::Ada
 // A GGUF file of one file type (export/gguf_export.h); the writer's report becomes notes.
 template <GgufFileType kType>
 ExportSummary write_gguf_file(const ExportInput& input, const fs::path& file) {
-  const GgufExportReport report =
-      write_gguf_model(file, input.model, input.tokenizer, kType, {"", input.source});
+  const GgufExportReport report = write_gguf_model(file, input.model, input.tokenizer, kType,
+                                                   {"", input.source, input.linears});
   // The report names the staging file (<out>.tmp-<pid>): name the file it becomes instead
   // (write_export lists the file itself).
   std::string note = describe(report);
@@ -101,10 +101,6 @@ constexpr ExportFormat kFormats[] = {
 };
 
 // ---- atomic output ------------------------------------------------------------------------
-
-fs::path folder_of(const fs::path& path) {
-  return path.parent_path().empty() ? fs::path(".") : path.parent_path();
-}
 
 // `path` without a trailing separator ("out/" -> "out"), as AtomicDir treats it.
 fs::path without_trailing_slash(fs::path path) {
@@ -182,7 +178,7 @@ void check_export_target(const ExportFormat& format, const fs::path& out_arg, bo
   if (name.size() + 32 > NAME_MAX)  // room for ".tmp-<pid>"
     user_error("--out: {}; choose a shorter name", path_too_long("its last name", name));
 
-  const fs::path folder = folder_of(out);
+  const fs::path folder = io::folder_of(out);
   std::error_code ec;
   const fs::file_status folder_status = fs::status(folder, ec);
   if (!fs::exists(folder_status)) {

@@ -21,6 +21,7 @@
 
 #include "adapters/adapter.h"
 #include "core/config.h"
+#include "export/linear_source.h"
 #include "model/llama.h"
 #include "quant/weight_format.h"
 #include "tokenizer/tokenizer.h"
@@ -39,14 +40,17 @@ struct ExportSettings {
 
 // What a writer is given.
 struct ExportInput {
-  // The model to write: merged (no adapters attached) when the row merges, else with its
-  // adapters attached (the trained ones, as loaded from --checkpoint).
+  // The model as loaded, with its adapters attached (the trained ones, from --checkpoint).
+  // Merging rows write `linears` instead of its decoder linears.
   const model::LlamaModel& model;
   const tokenizer::Tokenizer& tokenizer;
   // model.path: a Hugging Face folder (config.json and tokenizer files are read from it) or a
   // GGUF file.
   std::filesystem::path source;
   ExportSettings settings;
+  // Merging rows: the decoder linears merged into the row's target, made one at a time as the
+  // writer reaches them (exporter::merged_linears). Empty: the model's own.
+  LinearSource linears;
 };
 
 // What a writer reports; write_export adds up the bytes.

@@ -11,6 +11,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numbers>
 #include <stdexcept>
 #include <variant>
@@ -95,17 +96,21 @@ Encoded encode_measured(GgmlType type, const at::Tensor& w, const std::string& n
 }
 
 // The smallest type among `candidates` that holds `w` exactly (the last one, F32, always does).
-Encoded encode_exact(const std::vector<GgmlType>& candidates, const at::Tensor& w,
-                     const std::string& name) {
+GgmlType exact_type(const std::vector<GgmlType>& candidates, const at::Tensor& w,
+                    const std::string& name) {
   for (GgmlType t : candidates) {
     if (is_block_type(t) && w.size(-1) % 32 != 0) continue;
-    if (t == GgmlType::F32 || quant::ggml_holds_exactly(t, w, name)) {
-      Encoded e = encode_measured(t, w, name);
-      TORCH_CHECK(e.how == "exact", name, ": ", type_name(t), " was found exact but is not");
-      return e;
-    }
+    if (t == GgmlType::F32 || quant::ggml_holds_exactly(t, w, name)) return t;
   }
-  throw std::logic_error("encode_exact: no candidate type for " + name);
+  throw std::logic_error("exact_type: no candidate type for " + name);
+}
+
+// Bytes of `numel` values of `type` (numel a multiple of its block).
+uint64_t type_bytes(GgmlType type, int64_t numel) {
+  const auto traits = io::ggml_type_traits(static_cast<uint32_t>(type));
+  TORCH_CHECK(traits && numel % traits->block_elements == 0, "type_bytes: ", type_name(type));
+  return static_cast<uint64_t>(numel / traits->block_elements) *
+         static_cast<uint64_t>(traits->block_bytes);
 }
 
 std::vector<GgmlType> exact_candidates(GgufFileType type) {
@@ -437,12 +442,6 @@ io::GgmlType gguf_linear_type(GgufFileType type) { return row_of(type).linear; }
 GgufExportReport write_gguf_model(const fs::path& out, const model::LlamaModel& model,
                                   const tokenizer::Tokenizer& tokenizer, GgufFileType type,
                                   const GgufExportOptions& options) {
-  if (model.has_adapters()) {
-    user_error(
-        "GGUF export of {}: the model still has adapters attached; merge them into the frozen "
-        "weights first (model::merge_adapters), the GGUF file holds one weight per linear",
-        out.string());
-  }
   const model::LlamaConfig& c = model.config;
   GgufExportReport report;
   report.path = out;
@@ -477,99 +476,148 @@ GgufExportReport write_gguf_model(const fs::path& out, const model::LlamaModel& 
   w.add("general.quantization_version", GgufValue::u32(2));  // GGML_QNT_VERSION
   for (const auto& [key, value] : vocab.keys) w.add(key, value);
 
+  // Every tensor is declared now (name, type, dims: the header) and made when the writer
+  // reaches it (io::GgufWriter::add_tensor_deferred): one tensor in memory at a time, and each
+  // decoder linear merged only then (input.linears). report.tensors[k] gets what its producer
+  // found (how, errors) when it runs.
+  if (!options.linears.weight && model.has_adapters()) {
+    user_error(
+        "GGUF export of {}: the model still has adapters attached; merge them into the frozen "
+        "weights first (model::merge_adapters, or pass their merge as options.linears: "
+        "exporter::merged_linears), the GGUF file holds one weight per linear",
+        out.string());
+  }
+  const LinearSource linears = options.linears.weight ? options.linears : stored_linears(model);
   double err_sq = 0, ref_sq = 0;
-  auto add = [&](const std::string& name, const std::vector<int64_t>& shape, Encoded e) {
+  auto declare = [&](const std::string& name, const std::vector<int64_t>& shape, GgmlType type,
+                     std::function<Encoded()> make) {
     GgufTensorReport t;
     t.name = name;
-    t.type = e.type;
+    t.type = type;
     t.shape = shape;
-    t.bytes = e.bytes.size();
-    t.how = e.how;
-    t.max_abs_error = e.max_abs;
-    t.relative_error = e.relative;
-    if (e.how == "as stored") ++report.as_stored;
-    if (e.how == "exact") ++report.exact;
-    if (e.how == "re-quantized") {
-      ++report.requantized;
-      report.max_abs_error = std::max(report.max_abs_error, e.max_abs);
-      report.max_relative_error = std::max(report.max_relative_error, e.relative);
-      err_sq += e.err_sq;
-      ref_sq += e.ref_sq;
-    }
-    const std::string tn = type_name(e.type);
+    int64_t numel = 1;
+    for (const int64_t d : shape) numel *= d;
+    t.bytes = type_bytes(type, numel);
+    const std::string tn = type_name(type);
     ++report.type_counts[tn];
     report.type_bytes[tn] += t.bytes;
-    std::vector<int64_t> dims(shape.rbegin(), shape.rend());  // GGUF order: ne[0] first
-    w.add_tensor(name, e.type, std::move(dims), std::move(e.bytes));
+    const size_t index = report.tensors.size();
     report.tensors.push_back(std::move(t));
+    std::vector<int64_t> dims(shape.rbegin(), shape.rend());  // GGUF order: ne[0] first
+    w.add_tensor_deferred(name, type, std::move(dims), [&, index, make = std::move(make)] {
+      Encoded e = make();
+      GgufTensorReport& r = report.tensors[index];
+      TORCH_CHECK(e.type == r.type, r.name, ": made as ", type_name(e.type), ", declared ",
+                  type_name(r.type));
+      r.how = e.how;
+      r.max_abs_error = e.max_abs;
+      r.relative_error = e.relative;
+      if (e.how == "re-quantized") {
+        err_sq += e.err_sq;
+        ref_sq += e.ref_sq;
+      }
+      return std::move(e.bytes);
+    });
   };
   auto cpu_fp32 = [](const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); };
+  // A tensor the model holds (embeddings, norms, output), encoded as `type` when written.
+  auto declare_held = [&](const std::string& name, const at::Tensor& held, GgmlType type,
+                          bool must_be_exact) {
+    declare(name, held.sizes().vec(), type, [=, &cpu_fp32] {
+      Encoded e = encode_measured(type, cpu_fp32(held), name);
+      TORCH_CHECK(!must_be_exact || e.how == "exact", name, ": ", type_name(type),
+                  " was found exact but is not");
+      return e;
+    });
+  };
 
   if (c.rope_scaling.llama3) {
     const std::vector<float> f = llama3_rope_factors(c);
-    Encoded e;
-    e.type = GgmlType::F32;
-    e.bytes.resize(f.size() * sizeof(float));
-    std::memcpy(e.bytes.data(), f.data(), e.bytes.size());
-    e.how = "generated";
-    add("rope_freqs.weight", {static_cast<int64_t>(f.size())}, std::move(e));
+    declare("rope_freqs.weight", {static_cast<int64_t>(f.size())}, GgmlType::F32, [f] {
+      Encoded e;
+      e.type = GgmlType::F32;
+      e.bytes.resize(f.size() * sizeof(float));
+      std::memcpy(e.bytes.data(), f.data(), e.bytes.size());
+      e.how = "generated";
+      return e;
+    });
   }
 
+  // Embeddings and output: the smallest type that holds them exactly (decided now, encoded when
+  // written).
   const std::vector<GgmlType> exact_types = exact_candidates(type);
-  {
-    const at::Tensor e = cpu_fp32(model.weights.embed_tokens);
-    add("token_embd.weight", e.sizes().vec(), encode_exact(exact_types, e, "token_embd.weight"));
-  }
+  declare_held("token_embd.weight", model.weights.embed_tokens,
+               exact_type(exact_types, cpu_fp32(model.weights.embed_tokens), "token_embd.weight"),
+               true);
   const GgmlType linear_type = gguf_linear_type(type);
   const at::Tensor q_perm = gguf_permute_rows(c.num_attention_heads, c.head_dim);
   const at::Tensor k_perm = gguf_permute_rows(c.num_key_value_heads, c.head_dim);
   static const char* const kLinearNames[model::kNumLlamaLinears] = {
       "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+  // Whether the linears are INT4 group 32 blocks, which ARE Q4_1 (quant/int4.h): written as
+  // stored (rows moved, nothing re-quantized).
+  auto int4_g32 = [&](const quant::StoredWeight& model_stored) {
+    if (linears.format) {
+      const auto* o = std::get_if<quant::Int4Options>(&*linears.format);
+      return o != nullptr && o->group_size == 32;
+    }
+    const auto* t = std::get_if<quant::Int4Tensor>(&model_stored);
+    return t != nullptr && t->group_size == 32;
+  };
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const model::LlamaLayerWeights& layer = model.weights.layers[static_cast<size_t>(i)];
     const std::string p = fmt::format("blk.{}.", i);
-    auto norm = [&](const std::string& name, const at::Tensor& t) {
-      add(p + name, t.sizes().vec(), encode_measured(GgmlType::F32, cpu_fp32(t), p + name));
-    };
-    norm("attn_norm.weight", layer.input_layernorm);
+    declare_held(p + "attn_norm.weight", layer.input_layernorm, GgmlType::F32, false);
     for (int j = 0; j < model::kNumLlamaLinears; ++j) {
       const std::string name = p + kLinearNames[j] + ".weight";
-      const quant::StoredWeight& stored = model::linear_weight(layer, j).stored;
-      const std::vector<int64_t> shape = quant::stored_shape(stored);
-      const at::Tensor* perm = j == 0 ? &q_perm : j == 1 ? &k_perm : nullptr;
-      const auto* int4 = std::get_if<quant::Int4Tensor>(&stored);
-      if (linear_type == GgmlType::Q4_1 && int4 != nullptr && int4->group_size == 32) {
-        // The blocks ARE Q4_1 (quant/int4.h): rows moved, nothing re-quantized.
-        quant::StoredWeight s = int4->to(at::kCPU);
-        if (perm) s = quant::permute_rows(s, *perm);
-        const at::Tensor blocks = std::get<quant::Int4Tensor>(s).blocks.contiguous();
-        Encoded e;
-        e.type = GgmlType::Q4_1;
-        e.bytes.assign(blocks.const_data_ptr<uint8_t>(),
-                       blocks.const_data_ptr<uint8_t>() + blocks.numel());
-        e.how = "as stored";
-        add(name, shape, std::move(e));
+      const quant::StoredWeight& model_stored = model::linear_weight(layer, j).stored;
+      const std::vector<int64_t> shape = quant::stored_shape(model_stored);
+      const at::Tensor perm = j == 0 ? q_perm : j == 1 ? k_perm : at::Tensor();
+      if (linear_type == GgmlType::Q4_1 && int4_g32(model_stored)) {
+        declare(name, shape, GgmlType::Q4_1, [&linears, i, j, perm, name] {
+          quant::StoredWeight s = quant::to_device(linears.weight(i, j), at::kCPU);
+          const auto* int4 = std::get_if<quant::Int4Tensor>(&s);
+          TORCH_CHECK(int4 != nullptr && int4->group_size == 32, name, " is ", quant::describe(s),
+                      ", not INT4 group 32");
+          if (perm.defined()) s = quant::permute_rows(s, perm);
+          const at::Tensor blocks = std::get<quant::Int4Tensor>(s).blocks.contiguous();
+          Encoded e;
+          e.type = GgmlType::Q4_1;
+          e.bytes.assign(blocks.const_data_ptr<uint8_t>(),
+                         blocks.const_data_ptr<uint8_t>() + blocks.numel());
+          e.how = "as stored";
+          return e;
+        });
         continue;
       }
-      at::Tensor wt = cpu_fp32(quant::dequantize(stored, at::kFloat));
-      if (perm) wt = wt.index_select(0, *perm).contiguous();
       // A row length the blocks do not divide: F16, as llama.cpp's converter falls back.
       const GgmlType t =
-          is_block_type(linear_type) && wt.size(1) % 32 != 0 ? GgmlType::F16 : linear_type;
-      add(name, shape, encode_measured(t, wt, name));
+          is_block_type(linear_type) && shape.at(1) % 32 != 0 ? GgmlType::F16 : linear_type;
+      declare(name, shape, t, [&linears, &cpu_fp32, i, j, perm, name, t] {
+        at::Tensor wt = cpu_fp32(quant::dequantize(linears.weight(i, j), at::kFloat));
+        if (perm.defined()) wt = wt.index_select(0, perm).contiguous();
+        return encode_measured(t, wt, name);
+      });
     }
-    norm("ffn_norm.weight", layer.post_attention_layernorm);
-    // One layer at a time: what `add` keeps is the encoded bytes only.
+    declare_held(p + "ffn_norm.weight", layer.post_attention_layernorm, GgmlType::F32, false);
   }
-  add("output_norm.weight", model.weights.norm.sizes().vec(),
-      encode_measured(GgmlType::F32, cpu_fp32(model.weights.norm), "output_norm.weight"));
+  declare_held("output_norm.weight", model.weights.norm, GgmlType::F32, false);
   if (!c.tie_word_embeddings) {
-    const at::Tensor o = cpu_fp32(model.weights.lm_head);
-    add("output.weight", o.sizes().vec(), encode_exact(exact_types, o, "output.weight"));
+    declare_held("output.weight", model.weights.lm_head,
+                 exact_type(exact_types, cpu_fp32(model.weights.lm_head), "output.weight"), true);
+  }
+  report.file_bytes = w.file_size();
+  w.write(out);  // makes every tensor, in order
+  for (const auto& t : report.tensors) {
+    if (t.how == "as stored") ++report.as_stored;
+    if (t.how == "exact") ++report.exact;
+    if (t.how == "re-quantized") {
+      ++report.requantized;
+      report.max_abs_error = std::max(report.max_abs_error, t.max_abs_error);
+      report.max_relative_error = std::max(report.max_relative_error, t.relative_error);
+    }
   }
   report.overall_relative_error = ref_sq > 0 ? std::sqrt(err_sq / ref_sq) : 0;
-  report.file_bytes = w.file_size();
-  w.write(out);
   spdlog::info("{}", describe(report));
   return report;
 }

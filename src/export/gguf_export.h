@@ -61,6 +61,7 @@
 #include <string_view>
 #include <vector>
 
+#include "export/linear_source.h"
 #include "io/ggml_types.h"
 
 namespace qlt::model {
@@ -89,6 +90,9 @@ struct GgufExportOptions {
   // from when model_name is empty. The vocabulary is read from tokenizer.source() and the
   // folder beside it.
   std::filesystem::path source;
+  // The decoder linears to write, made one at a time as the file is written (a merge:
+  // exporter::merged_linears). Empty: the model's own (it must then have no adapters).
+  LinearSource linears;
 };
 
 struct GgufTensorReport {
@@ -123,9 +127,11 @@ struct GgufExportReport {
 
 // Writes `model` (its decoder linears in any quant::StoredWeight format; on any device, moved
 // to the CPU one tensor at a time) with `tokenizer`'s vocabulary to `out` as `type`.
-// UserError (exit 2, nothing written) when the model still has adapters attached (merge them
-// first: model::merge_adapters), when the vocabulary is larger than the model's, when the
-// tokenizer's pre-tokenizer has no llama.cpp name, or for a bad path; RuntimeError for a full
+// Streams: the header first, then each tensor made, written and dropped in turn, so at most one
+// tensor is held beside the model (the decoder linears come from options.linears).
+// UserError (exit 2, nothing written) when the model still has adapters attached and no
+// options.linears is given (merge them first), when the vocabulary is larger than the model's, when
+// the tokenizer's pre-tokenizer has no llama.cpp name, or for a bad path; RuntimeError for a full
 // disk or an I/O error.
 GgufExportReport write_gguf_model(const std::filesystem::path& out, const model::LlamaModel& model,
                                   const tokenizer::Tokenizer& tokenizer, GgufFileType type,

@@ -10,9 +10,12 @@
 
 #include "core/errors.h"
 #include "core/json_reader.h"
+#include "export/hf_tokenizer_files.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "nf4_layout.h"
 #include "quant/bnb_layout.h"
+#include "quant/nf4.h"
 
 namespace qlt::exporter {
 namespace {
@@ -27,41 +30,71 @@ std::string shard_name(size_t index, size_t count) {
 
 std::string megabytes(int64_t bytes) { return fmt::format("{:.2f} MB", bytes / 1e6); }
 
+// The NF4 options of the linears hf-nf4 writes: the merge's target, else the model's (stored
+// as NF4: the first linear's options, which every linear shares).
+quant::Nf4Options written_nf4_options(const model::LlamaModel& model, const LinearSource& linears) {
+  if (linears.format) {
+    const auto* o = std::get_if<quant::Nf4Options>(&*linears.format);
+    TORCH_CHECK(o != nullptr, "hf-nf4: the linears are merged into ",
+                quant::describe(*linears.format), ", not NF4");
+    return *o;
+  }
+  const auto* q = std::get_if<quant::Nf4Tensor>(&model.weights.layers.at(0).q_proj.stored);
+  TORCH_CHECK(q != nullptr, "hf-nf4: the model's linears are stored as ",
+              quant::describe(model.weights.layers.at(0).q_proj.stored), ", not NF4");
+  quant::Nf4Options options;
+  options.block_size = q->block_size;
+  options.double_quant = q->double_quant();
+  return options;
+}
+
 }  // namespace
 
-std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model, HfLinears linears_as) {
+std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model, HfLinears linears_as,
+                                    const LinearSource& source) {
+  const LinearSource linears = source.weight ? source : stored_linears(model);
   const auto& w = model.weights;
   std::vector<HfTensor> out;
   const auto add = [&](std::string name, const at::Tensor& t) {
-    out.push_back({name, t.sizes().vec(), t.numel() * 2, [name, t] {
+    out.push_back({name, t.sizes().vec(), t.numel() * 2, {name}, [name, t] {
                      return std::vector<std::pair<std::string, at::Tensor>>{{name, cpu_bf16(t)}};
                    }});
   };
   add("model.embed_tokens.weight", w.embed_tokens);
-  const auto& linears = model::llama_linear_names();
-  for (size_t i = 0; i < w.layers.size(); ++i) {
-    const auto& layer = w.layers[i];
+  const auto& linear_names = model::llama_linear_names();
+  for (int64_t i = 0; i < static_cast<int64_t>(w.layers.size()); ++i) {
+    const auto& layer = w.layers[static_cast<size_t>(i)];
     const std::string prefix = fmt::format("model.layers.{}.", i);
     add(prefix + "input_layernorm.weight", layer.input_layernorm);
     for (int j = 0; j < model::kNumLlamaLinears; ++j) {
       if (j == 4) add(prefix + "post_attention_layernorm.weight", layer.post_attention_layernorm);
-      const adapters::FrozenWeight& weight = model::linear_weight(layer, j);
-      const std::string name = prefix + (j < 4 ? "self_attn." : "mlp.") + linears[j] + ".weight";
-      const std::vector<int64_t> shape = quant::stored_shape(weight.stored);
+      const quant::StoredWeight& model_stored = model::linear_weight(layer, j).stored;
+      const std::string name =
+          prefix + (j < 4 ? "self_attn." : "mlp.") + linear_names[j] + ".weight";
+      const std::vector<int64_t> shape = quant::stored_shape(model_stored);
       if (linears_as == HfLinears::kBnbNf4) {
-        const auto* nf4 = std::get_if<quant::Nf4Tensor>(&weight.stored);
-        TORCH_CHECK(nf4 != nullptr, "hf_state_dict: ", name, " is stored as ",
-                    quant::describe(weight.stored), ", not NF4");
-        out.push_back({name, shape, nf4->storage_bytes(), [name, nf4] {
+        const quant::Nf4Options nf4 = written_nf4_options(model, linears);
+        const int64_t n = shape.at(0) * shape.at(1);
+        const int64_t blocks = nf4::num_blocks(n, nf4.block_size);
+        const int64_t bytes =
+            nf4::nf4_packed_bytes(n) +
+            (nf4.double_quant ? blocks + 4 * nf4::num_blocks(blocks, nf4::kNestedBlockSize)
+                              : 4 * blocks);
+        out.push_back({name, shape, bytes, quant::bnb_nf4_tensor_names(name, nf4.double_quant),
+                       [name, linears, i, j] {
+                         const quant::StoredWeight s = linears.weight(i, j);
+                         const auto* q = std::get_if<quant::Nf4Tensor>(&s);
+                         TORCH_CHECK(q != nullptr, "hf_state_dict: ", name, " is stored as ",
+                                     quant::describe(s), ", not NF4");
                          // The quant state says bf16: the dtype of the rest of the folder.
-                         return quant::bnb_nf4_tensors(name, nf4->to(at::kCPU), "bfloat16");
+                         return quant::bnb_nf4_tensors(name, q->to(at::kCPU), "bfloat16");
                        }});
         continue;
       }
       // Dequantized to fp32 first, so a quantized weight is rounded to bf16 once.
-      out.push_back({name, shape, shape.at(0) * shape.at(1) * 2, [name, &weight] {
+      out.push_back({name, shape, shape.at(0) * shape.at(1) * 2, {name}, [name, linears, i, j] {
                        return std::vector<std::pair<std::string, at::Tensor>>{
-                           {name, cpu_bf16(weight.materialize(at::kFloat))}};
+                           {name, cpu_bf16(quant::dequantize(linears.weight(i, j), at::kFloat))}};
                      }});
     }
   }
@@ -183,11 +216,10 @@ namespace {
 ExportSummary write_hf_folder(const ExportInput& input, const fs::path& dir, HfLinears linears,
                               const nlohmann::json& quantization_config) {
   const model::LlamaModel& model = input.model;
-  TORCH_CHECK(!model.has_adapters(), "write_hf_folder: merge the adapters first");
   ExportSummary summary;
 
-  // 1. The weights, shard by shard (at most one shard of copies in memory).
-  const std::vector<HfTensor> tensors = hf_state_dict(model, linears);
+  // 1. The weights, tensor by tensor (one in memory at a time; the linears merged then).
+  const std::vector<HfTensor> tensors = hf_state_dict(model, linears, input.linears);
   std::vector<int64_t> bytes;
   int64_t total = 0;
   for (const auto& t : tensors) {
@@ -199,14 +231,24 @@ ExportSummary write_hf_folder(const ExportInput& input, const fs::path& dir, HfL
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file =
         shards.size() == 1 ? "model.safetensors" : shard_name(s, shards.size());
-    std::vector<std::pair<std::string, at::Tensor>> shard;
+    const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+    std::vector<std::string> names;
+    for (const size_t k : shards[s])
+      names.insert(names.end(), tensors[k].entry_names.begin(), tensors[k].entry_names.end());
+    io::SafetensorsStreamWriter writer(dir / file, io::safetensors_header_capacity(names, metadata),
+                                       metadata);
     for (const size_t k : shards[s]) {
-      for (auto& entry : tensors[k].entries()) {
-        weight_map[entry.first] = file;
-        shard.push_back(std::move(entry));
+      const auto entries = tensors[k].entries();
+      TORCH_CHECK(entries.size() == tensors[k].entry_names.size(), tensors[k].name, ": ",
+                  entries.size(), " entries made, ", tensors[k].entry_names.size(), " declared");
+      for (size_t e = 0; e < entries.size(); ++e) {
+        TORCH_CHECK(entries[e].first == tensors[k].entry_names[e], "entry ", entries[e].first,
+                    " made, ", tensors[k].entry_names[e], " declared");
+        weight_map[entries[e].first] = file;
+        writer.add(entries[e].first, entries[e].second);
       }
     }
-    io::save_safetensors(dir / file, shard, {{"format", "pt"}});
+    writer.commit();
   }
   if (shards.size() > 1) {
     const nlohmann::json index = {{"metadata", {{"total_size", total}}},
@@ -247,12 +289,8 @@ ExportSummary write_hf_folder(const ExportInput& input, const fs::path& dir, HfL
                       input.source.string()));
     }
   } else {
-    summary.notes.push_back(fmt::format(
-        "no tokenizer files: model.path {} is a GGUF file, whose vocabulary is not written as "
-        "Hugging Face tokenizer files yet; transformers loads the model as it is, and for its "
-        "tokenizer copy tokenizer.model or tokenizer.json with tokenizer_config.json from the "
-        "model's Hugging Face repository into the output folder",
-        input.source.string()));
+    // A GGUF source: its vocabulary as Hugging Face tokenizer files (export/hf_tokenizer_files.h).
+    write_hf_tokenizer_from_gguf(input.source, dir);  // write_export lists every file
   }
   return summary;
 }
@@ -264,13 +302,10 @@ ExportSummary write_hf_bf16(const ExportInput& input, const fs::path& dir) {
 }
 
 ExportSummary write_hf_nf4(const ExportInput& input, const fs::path& dir) {
-  // The merge stored every linear as NF4 with the config's block size and double quant.
-  const auto& q = std::get<quant::Nf4Tensor>(input.model.weights.layers.at(0).q_proj.stored);
-  quant::Nf4Options options;
-  options.block_size = q.block_size;
-  options.double_quant = q.double_quant();
-  return write_hf_folder(input, dir, HfLinears::kBnbNf4,
-                         quant::bnb_quantization_config(options, "bfloat16"));
+  const LinearSource linears = input.linears.weight ? input.linears : stored_linears(input.model);
+  return write_hf_folder(
+      input, dir, HfLinears::kBnbNf4,
+      quant::bnb_quantization_config(written_nf4_options(input.model, linears), "bfloat16"));
 }
 
 }  // namespace qlt::exporter

@@ -10,7 +10,11 @@
 //                                        config (GGUF source); torch_dtype / dtype bfloat16,
 //                                        quantization_config removed
 //   tokenizer.model, tokenizer.json, tokenizer_config.json, special_tokens_map.json,
-//   added_tokens.json, generation_config.json   copied from a HF source when present
+//   added_tokens.json, generation_config.json   copied from a HF source when present; made
+//                                        from a GGUF source's vocabulary
+//                                        (export/hf_tokenizer_files.h)
+// Streams: each tensor is made (a decoder linear merged: ExportInput::linears), written and
+// dropped in turn, into shards written by io::SafetensorsStreamWriter.
 // Tensor names are Hugging Face's (model.layers.{i}.self_attn.q_proj.weight, ...; no
 // lm_head.weight when the embeddings are tied, as save_pretrained), every tensor in bf16
 // (round to nearest even from the model's dtype; quantized weights are dequantized first).
@@ -25,6 +29,7 @@
 #include <vector>
 
 #include "export/export_format.h"
+#include "export/linear_source.h"
 #include "model/llama.h"
 
 namespace qlt::exporter {
@@ -39,22 +44,25 @@ inline constexpr const char* kHfTokenizerFiles[] = {
 // (the weights must then be stored as NF4: the row merges into quant::Nf4Options).
 enum class HfLinears { kBf16, kBnbNf4 };
 
-// One tensor of the written state dict: its HF name, shape, the bytes it takes in the file, and
-// how to make its safetensors entries on the CPU (made only when its shard is written, so at
-// most one shard of copies exists): one bf16 tensor, or a bnb NF4 weight with its quant state
-// (quant::bnb_nf4_tensors).
+// One tensor of the written state dict: its HF name, shape, the bytes it takes in the file, the
+// names of its safetensors entries, and how to make them on the CPU (made only when the writer
+// reaches it, and dropped once written: one tensor in memory at a time): one bf16 tensor, or a
+// bnb NF4 weight with its quant state (quant::bnb_nf4_tensors).
 struct HfTensor {
   std::string name;
   std::vector<int64_t> shape;
   int64_t file_bytes = 0;
+  std::vector<std::string> entry_names;
   std::function<std::vector<std::pair<std::string, at::Tensor>>()> entries;
   int64_t bytes() const { return file_bytes; }
 };
 
 // The model's tensors in Hugging Face's names and file order (model::expected_llama_tensors);
-// everything but the decoder linears in bf16, those as `linears` says.
+// everything but the decoder linears in bf16, those from `source` (made when the entries are;
+// empty: the model's own, which must then have no adapters) as `linears_as` says.
 std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model,
-                                    HfLinears linears = HfLinears::kBf16);
+                                    HfLinears linears_as = HfLinears::kBf16,
+                                    const LinearSource& source = {});
 
 // huggingface_hub's split_torch_state_dict_into_shards: indices into `bytes`, per shard.
 std::vector<std::vector<size_t>> plan_shards(const std::vector<int64_t>& bytes,

@@ -17,11 +17,6 @@ namespace qlt::io {
 namespace fs = std::filesystem;
 namespace {
 
-fs::path folder_of(const fs::path& path) {
-  const auto parent = path.parent_path();
-  return parent.empty() ? fs::path(".") : parent;
-}
-
 // The first of `<base>`, `<base>-1`, `<base>-2`, ... that does not exist yet.
 fs::path unused_sibling(const fs::path& path, const std::string& suffix) {
   const std::string base = path.filename().string() + suffix + std::to_string(::getpid());

@@ -1,5 +1,6 @@
 #include "io/atomic_file.h"
 
+#include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,12 +12,12 @@
 #include "core/errors.h"
 
 namespace qlt::io {
-namespace {
-
 std::filesystem::path folder_of(const std::filesystem::path& path) {
   const auto parent = path.parent_path();
   return parent.empty() ? std::filesystem::path(".") : parent;
 }
+
+namespace {
 
 // ".<name>.tmp-<pid>-<random>": hidden, and unique even for concurrent writers of one target.
 std::filesystem::path temp_name_for(const std::filesystem::path& path) {
@@ -108,6 +109,25 @@ void AtomicFile::write(const void* data, size_t size) {
       fail("write", errno);
     }
     p += n;
+    size -= static_cast<size_t>(n);
+    written_ += static_cast<uint64_t>(n);
+  }
+}
+
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t size) {
+  if (fd_ < 0)
+    user_error("cannot write {}: the file was already committed or discarded", path_.string());
+  TORCH_CHECK(offset <= written_ && size <= written_ - offset, "AtomicFile::write_at(", offset,
+              ", ", size, " bytes) past the ", written_, " bytes written to ", path_.string());
+  const auto* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("write", errno);
+    }
+    p += n;
+    offset += static_cast<uint64_t>(n);
     size -= static_cast<size_t>(n);
   }
 }

@@ -16,10 +16,14 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string_view>
 
 namespace qlt::io {
+
+// The folder holding `path` ("." for a bare file name): where its temporary file goes.
+std::filesystem::path folder_of(const std::filesystem::path& path);
 
 // The whole of `bytes` as `path`, by the recipe above (UserError / RuntimeError on failure).
 void write_file_atomically(const std::filesystem::path& path, std::string_view bytes);
@@ -38,7 +42,11 @@ class AtomicFile {
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
+  // Appends (sequentially, like ::write).
   void write(const void* data, size_t size);
+  // Overwrites bytes already written, at `offset` (< the bytes written so far; a header
+  // reserved at the start and filled in last, io/safetensors.h SafetensorsStreamWriter).
+  void write_at(uint64_t offset, const void* data, size_t size);
   void commit();
 
   const std::filesystem::path& path() const { return path_; }
@@ -51,6 +59,7 @@ class AtomicFile {
   std::filesystem::path path_;
   std::filesystem::path temp_path_;
   int fd_ = -1;
+  uint64_t written_ = 0;  // bytes appended by write()
   bool committed_ = false;
 };
 

@@ -1,6 +1,7 @@
 // GGUF writer (layout and rules in gguf_writer.h).
 #include "io/gguf_writer.h"
 
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -161,8 +162,8 @@ void GgufWriter::add(const std::string& key, GgufValue value) {
   metadata_.emplace_back(key, std::move(value));
 }
 
-void GgufWriter::check_tensor(const std::string& name, GgmlType type,
-                              const std::vector<int64_t>& dims, size_t nbytes) const {
+uint64_t GgufWriter::check_tensor(const std::string& name, GgmlType type,
+                                  const std::vector<int64_t>& dims) const {
   const auto bad = [&](const std::string& what) {
     user_error("cannot write GGUF tensor {}: {}", quote_text(name), what);
   };
@@ -185,26 +186,43 @@ void GgufWriter::check_tensor(const std::string& name, GgmlType type,
     bad(fmt::format("ne[0] = {} is not a multiple of the {} block of {} elements", dims[0],
                     traits->name, traits->block_elements));
   }
+  // numel < 2^63 and block_bytes <= 2^8 per element at most: no overflow in 128 bits.
   const auto want = static_cast<unsigned __int128>(numel / traits->block_elements) *
                     static_cast<uint64_t>(traits->block_bytes);
-  if (want != nbytes) {
-    bad(fmt::format("dims [{}] of {} need {} bytes, {} were given", fmt::join(dims, ", "),
-                    traits->name, static_cast<uint64_t>(want), nbytes));
-  }
+  return static_cast<uint64_t>(want);
 }
+
+namespace {
+[[noreturn]] void wrong_byte_count(const std::string& name, GgmlType type,
+                                   const std::vector<int64_t>& dims, uint64_t want, size_t given) {
+  user_error("cannot write GGUF tensor {}: dims [{}] of {} need {} bytes, {} were given",
+             quote_text(name), fmt::join(dims, ", "), ggml_type_name(static_cast<uint32_t>(type)),
+             want, given);
+}
+}  // namespace
 
 void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> dims,
                             std::vector<uint8_t> bytes) {
-  check_tensor(name, type, dims, bytes.size());
+  const uint64_t want = check_tensor(name, type, dims);
+  if (want != bytes.size()) wrong_byte_count(name, type, dims, want, bytes.size());
   names_.emplace(name, tensors_.size());
-  tensors_.push_back({name, type, std::move(dims), true, std::move(bytes), {}});
+  tensors_.push_back({name, type, std::move(dims), want, std::move(bytes), {}, {}});
 }
 
 void GgufWriter::add_tensor_view(const std::string& name, GgmlType type, std::vector<int64_t> dims,
                                  std::span<const uint8_t> bytes) {
-  check_tensor(name, type, dims, bytes.size());
+  const uint64_t want = check_tensor(name, type, dims);
+  if (want != bytes.size()) wrong_byte_count(name, type, dims, want, bytes.size());
   names_.emplace(name, tensors_.size());
-  tensors_.push_back({name, type, std::move(dims), false, {}, bytes});
+  tensors_.push_back({name, type, std::move(dims), want, {}, bytes, {}});
+}
+
+void GgufWriter::add_tensor_deferred(const std::string& name, GgmlType type,
+                                     std::vector<int64_t> dims, TensorProducer produce) {
+  TORCH_CHECK(produce, "GgufWriter::add_tensor_deferred: no producer for ", name);
+  const uint64_t want = check_tensor(name, type, dims);
+  names_.emplace(name, tensors_.size());
+  tensors_.push_back({name, type, std::move(dims), want, {}, {}, std::move(produce)});
 }
 
 uint64_t GgufWriter::alignment() const {
@@ -231,7 +249,7 @@ std::string GgufWriter::header_bytes() const {
     for (const int64_t d : t.dims) put<uint64_t>(out, static_cast<uint64_t>(d));
     put<uint32_t>(out, static_cast<uint32_t>(t.type));
     put<uint64_t>(out, offset);
-    offset += padded(t.data().size(), align);
+    offset += padded(t.nbytes, align);
   }
   return out;
 }
@@ -239,7 +257,7 @@ std::string GgufWriter::header_bytes() const {
 uint64_t GgufWriter::file_size() const {
   const uint64_t align = alignment();
   uint64_t n = padded(header_bytes().size(), align);
-  for (const Tensor& t : tensors_) n += padded(t.data().size(), align);
+  for (const Tensor& t : tensors_) n += padded(t.nbytes, align);
   return n;
 }
 
@@ -252,9 +270,16 @@ void GgufWriter::emit(Sink&& sink) const {
   sink(header.data(), header.size());
   sink(zeros.data(), padded(header.size(), align) - header.size());
   for (const Tensor& t : tensors_) {
-    const auto data = t.data();
-    sink(data.data(), data.size());
-    sink(zeros.data(), padded(data.size(), align) - data.size());
+    if (t.produce) {  // made now, dropped at the end of this iteration
+      const std::vector<uint8_t> bytes = t.produce();
+      TORCH_CHECK(bytes.size() == t.nbytes, "GGUF tensor ", t.name, ": its producer made ",
+                  bytes.size(), " bytes, ", t.nbytes, " expected");
+      sink(bytes.data(), bytes.size());
+    } else {
+      const auto data = t.data();
+      sink(data.data(), data.size());
+    }
+    sink(zeros.data(), padded(t.nbytes, align) - t.nbytes);
   }
 }
 

@@ -10,6 +10,8 @@
 //   w.add("general.architecture", GgufValue::str("llama"));
 //   w.add("general.alignment", GgufValue::u32(64));   // optional; 32 when absent
 //   w.add_tensor("token_embd.weight", GgmlType::Q8_0, {576, 49152}, std::move(bytes));
+//   w.add_tensor_deferred("blk.0.attn_q.weight", GgmlType::Q4_1, {576, 576},
+//                         [&] { return encode(...); });  // called by write(), then dropped
 //   w.write(path);                                      // atomically (io/atomic_file.h)
 // Dims are in GGUF order, ne[0] (the row length, fastest varying) first: a PyTorch [out, in]
 // weight has dims {in, out}.
@@ -28,6 +30,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -48,6 +51,13 @@ class GgufWriter {
   // Does not copy: `bytes` must stay valid until the last write() / to_bytes().
   void add_tensor_view(const std::string& name, GgmlType type, std::vector<int64_t> dims,
                        std::span<const uint8_t> bytes);
+  // Streaming: `produce` is called when write() / to_bytes() reaches the tensor, and its bytes
+  // are dropped once written, so a file of any size is written with one tensor in memory. It
+  // must return exactly the bytes that `type` and `dims` need (else an internal error); it is
+  // called once per write() / to_bytes().
+  using TensorProducer = std::function<std::vector<uint8_t>()>;
+  void add_tensor_deferred(const std::string& name, GgmlType type, std::vector<int64_t> dims,
+                           TensorProducer produce);
 
   uint64_t alignment() const;  // general.alignment if added, else 32
   // The size of the file to be written.
@@ -64,13 +74,15 @@ class GgufWriter {
     std::string name;
     GgmlType type;
     std::vector<int64_t> dims;
-    bool owns = false;
+    uint64_t nbytes = 0;
     std::vector<uint8_t> owned;     // add_tensor
     std::span<const uint8_t> view;  // add_tensor_view
-    std::span<const uint8_t> data() const { return owns ? std::span<const uint8_t>(owned) : view; }
+    TensorProducer produce;         // add_tensor_deferred
+    std::span<const uint8_t> data() const { return owned.empty() ? view : owned; }
   };
-  void check_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& dims,
-                    size_t nbytes) const;
+  // The bytes `type` and `dims` need; UserError naming the tensor for a bad name, type or dims.
+  uint64_t check_tensor(const std::string& name, GgmlType type,
+                        const std::vector<int64_t>& dims) const;
   std::string header_bytes() const;  // header, metadata, tensor infos (no padding)
   template <typename Sink>
   void emit(Sink&& sink) const;

@@ -451,56 +451,154 @@ at::Tensor SafetensorsCheckpoint::tensor(const std::string& name) const {
 
 // ---- writer --------------------------------------------------------------------------------
 
-void save_safetensors(const fs::path& path,
-                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-  // Header first (from sizes alone), so that only one tensor at a time is copied to the host.
-  Json header = Json::object();
-  if (!metadata.empty()) header[std::string(kMetadataKey)] = metadata;
-  std::set<std::string> names;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    TORCH_CHECK(t.defined(), "save_safetensors: tensor '", name, "' is undefined");
+// The JSON header of a file being written: entries added in data order, with the checks of
+// every writer (reserved and duplicate names, dtypes safetensors has). (Not in the anonymous
+// namespace: SafetensorsStreamWriter::State holds one.)
+class HeaderBuilder {
+ public:
+  HeaderBuilder(const fs::path& path, const std::map<std::string, std::string>& metadata)
+      : path_(path) {
+    if (!metadata.empty()) header_[std::string(kMetadataKey)] = metadata;
+  }
+
+  // Adds `t`'s entry at the current end of the data buffer; returns its byte count.
+  uint64_t add(const std::string& name, const at::Tensor& t) {
+    TORCH_CHECK(t.defined(), "safetensors writer: tensor '", name, "' is undefined");
     if (name == kMetadataKey) {
-      user_error("cannot write {}: \"{}\" is reserved and cannot name a tensor", path.string(),
+      user_error("cannot write {}: \"{}\" is reserved and cannot name a tensor", path_.string(),
                  kMetadataKey);
     }
-    if (!names.insert(name).second) {
+    if (!names_.insert(name).second) {
       user_error("cannot write {}: two tensors are named '{}'; tensor names must be unique",
-                 path.string(), name);
+                 path_.string(), name);
     }
     std::string dtype;
     try {
       dtype = safetensors_dtype(t.scalar_type());
     } catch (const UserError& e) {
-      user_error("cannot write {}: tensor '{}': {}", path.string(), name, e.what());
+      user_error("cannot write {}: tensor '{}': {}", path_.string(), name, e.what());
     }
     const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    header[name] = {
-        {"dtype", dtype}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
+    header_[name] = {{"dtype", dtype},
+                     {"shape", t.sizes().vec()},
+                     {"data_offsets", {offset_, offset_ + nbytes}}};
+    offset_ += nbytes;
+    return nbytes;
   }
-  std::string text;
-  try {
-    text = header.dump();
-  } catch (const Json::type_error& e) {
-    user_error("cannot write {}: a tensor name or metadata string is not valid UTF-8 ({})",
-               path.string(), e.what());
+
+  // The header text padded with spaces (valid JSON whitespace) to a multiple of 8 bytes, so
+  // the data buffer starts 8-byte aligned as the reference writer does (tensors are then
+  // aligned whenever their offsets are); at least `min_bytes` long.
+  std::string text(uint64_t min_bytes = 0) const {
+    std::string text;
+    try {
+      text = header_.dump();
+    } catch (const Json::type_error& e) {
+      user_error("cannot write {}: a tensor name or metadata string is not valid UTF-8 ({})",
+                 path_.string(), e.what());
+    }
+    if (text.size() < min_bytes) text.append(min_bytes - text.size(), ' ');
+    text.append((kLengthBytes - text.size() % kLengthBytes) % kLengthBytes, ' ');
+    return text;
   }
-  // Pad with spaces (valid JSON whitespace) so the data buffer starts 8-byte aligned, as the
-  // reference writer does; then tensors are aligned whenever their offsets are.
-  text.append((kLengthBytes - text.size() % kLengthBytes) % kLengthBytes, ' ');
+
+ private:
+  const fs::path& path_;
+  Json header_ = Json::object();
+  std::set<std::string> names_;
+  uint64_t offset_ = 0;
+};
+
+namespace {
+
+// Host-contiguous bytes of `t` (conj / neg views materialized: contiguous() keeps them lazy).
+at::Tensor host_bytes(const at::Tensor& t) {
+  return t.detach().resolve_conj().resolve_neg().to(at::kCPU).contiguous();
+}
+
+// The most bytes a JSON string literal of `s` takes (nlohmann::json escapes '"', '\\' and
+// control characters; other bytes, UTF-8 included, are written as they are).
+uint64_t json_string_bound(const std::string& s) {
+  uint64_t n = 2;
+  for (const unsigned char c : s) n += c == '"' || c == '\\' ? 2 : c < 0x20 ? 6 : 1;
+  return n;
+}
+
+}  // namespace
+
+void save_safetensors(const fs::path& path,
+                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  // Header first (from sizes alone), so that only one tensor at a time is copied to the host.
+  HeaderBuilder header(path, metadata);
+  for (const auto& [name, t] : tensors) header.add(name, t);
+  const std::string text = header.text();
   const uint64_t header_bytes = text.size();
 
   AtomicFile out(path);
   out.write(&header_bytes, kLengthBytes);
   out.write(text.data(), text.size());
   for (const auto& [name, t] : tensors) {
-    // Materialize conj/neg views (contiguous() keeps those lazy bits) and host-contiguous bytes.
-    const at::Tensor host = t.detach().resolve_conj().resolve_neg().to(at::kCPU).contiguous();
+    const at::Tensor host = host_bytes(t);
     if (host.numel() > 0) out.write(host.data_ptr(), host.nbytes());
   }
   out.commit();
+}
+
+uint64_t safetensors_header_capacity(const std::vector<std::string>& names,
+                                     const std::map<std::string, std::string>& metadata,
+                                     int max_dims) {
+  // Per entry: "name":{"dtype":"F8_E4M3","shape":[d,...],"data_offsets":[b,e]}, with each
+  // number at most 20 digits (uint64 / int64).
+  constexpr uint64_t kNumber = 21;  // digits and a comma
+  uint64_t n = 2;                   // { }
+  for (const auto& name : names)
+    n += json_string_bound(name) + 48 + kNumber * (static_cast<uint64_t>(max_dims) + 2);
+  if (!metadata.empty()) {
+    n += json_string_bound(std::string(kMetadataKey)) + 3;
+    for (const auto& [k, v] : metadata) n += json_string_bound(k) + json_string_bound(v) + 2;
+  }
+  return n;
+}
+
+struct SafetensorsStreamWriter::State {
+  fs::path path;
+  uint64_t capacity;
+  HeaderBuilder header;
+  AtomicFile out;
+  State(fs::path p, uint64_t cap, const std::map<std::string, std::string>& metadata)
+      : path(std::move(p)), capacity(cap), header(path, metadata), out(path) {}
+};
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(fs::path path, uint64_t header_capacity,
+                                                 const std::map<std::string, std::string>& metadata)
+    : state_(std::make_unique<State>(std::move(path), header_capacity, metadata)) {
+  // The reserved header: its length prefix and spaces, overwritten by commit().
+  const std::string reserved = state_->header.text(header_capacity);
+  const uint64_t reserved_bytes = reserved.size();
+  state_->capacity = reserved_bytes;
+  state_->out.write(&reserved_bytes, kLengthBytes);
+  state_->out.write(reserved.data(), reserved.size());
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::add(const std::string& name, const at::Tensor& t) {
+  TORCH_CHECK(state_, "SafetensorsStreamWriter::add after commit");
+  state_->header.add(name, t);
+  const at::Tensor host = host_bytes(t);
+  if (host.numel() > 0) state_->out.write(host.data_ptr(), host.nbytes());
+}
+
+void SafetensorsStreamWriter::commit() {
+  TORCH_CHECK(state_, "SafetensorsStreamWriter::commit twice");
+  const std::string text = state_->header.text(state_->capacity);
+  TORCH_CHECK(text.size() == state_->capacity, "safetensors header of ", state_->path.string(),
+              " needs ", text.size(), " bytes, ", state_->capacity,
+              " were reserved (safetensors_header_capacity)");
+  state_->out.write_at(kLengthBytes, text.data(), text.size());
+  state_->out.commit();
+  state_.reset();
 }
 
 }  // namespace qlt::io

@@ -107,4 +107,32 @@ void save_safetensors(const std::filesystem::path& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
+// Writes a safetensors file one tensor at a time, so that only the tensor being added is in
+// memory (exports of large models, export/hf_export.cpp). The header comes first in the file
+// but is known only when every tensor has been added: the constructor reserves
+// `header_capacity` bytes for it (safetensors_header_capacity: a bound from the names that will
+// be added) and commit() writes it there, padded with spaces (valid JSON whitespace; readers
+// skip it). Same checks and atomicity as save_safetensors; without commit() nothing is left.
+class SafetensorsStreamWriter {
+ public:
+  SafetensorsStreamWriter(std::filesystem::path path, uint64_t header_capacity,
+                          const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  void add(const std::string& name, const at::Tensor& t);  // written now, contiguous
+  void commit();  // internal error if the header outgrew its capacity
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// An upper bound of the header of a file holding tensors named `names` of at most `max_dims`
+// dimensions and `metadata`.
+uint64_t safetensors_header_capacity(const std::vector<std::string>& names,
+                                     const std::map<std::string, std::string>& metadata = {},
+                                     int max_dims = 4);
+
 }  // namespace qlt::io

@@ -163,15 +163,30 @@ std::vector<std::pair<std::string, at::Tensor>> peft_lora_tensors(const LlamaMod
 bool l4q_quantizing(const LlamaModel& model);
 void start_l4q_quantization(LlamaModel& model);
 
-// Merges every adapter into its frozen weight, stored in `target` (adapters::merge_adapter),
-// stores the decoder linears without an adapter in `target` too (unless they already are), and
-// detaches the adapters: the model is then the deployable merged model. Returns how many linears
-// were merged and how many of them exactly.
+// One decoder linear merged (or converted) into `target`, computed on its own and not kept:
+// the model is unchanged, so an export can make, write and drop one linear at a time
+// (export/linear_source.h). The adapter's update is added to the model's stored weight, or to
+// `original` ([out, in] full precision, --merge-into original) when given (adapters::
+// merge_adapter). A linear without an adapter is converted into `target` unless it is already
+// stored so (then `weight` is the model's own and `changed` false).
+struct MergedLinear {
+  quant::StoredWeight weight;
+  bool changed = false;  // the weight differs from the model's stored one (merged or converted)
+  bool adapted = false;  // an adapter was merged
+  bool exact = false;    // ... exactly (adapters::MergedWeight::exact)
+  // What storing in `target` changed against the layer the forward used (with `original`: the
+  // original plus the update): max |dw|, ||dW||^2 and ||W||^2. Zero when !changed.
+  double max_abs = 0, error_sq = 0, weight_sq = 0;
+};
+MergedLinear merge_linear(const LlamaModel& model, int64_t layer, int linear,
+                          const quant::WeightFormat& target, const at::Tensor& original = {});
+
+// What a merge changed, linear by linear (MergeReport::add) and overall.
 struct MergeReport {
-  int64_t merged = 0;
-  int64_t exact = 0;
-  // What storing in `target` changed, per decoder linear (adapted or converted), against the
-  // layer the forward used before (adapters::effective_weight): max |Δw| and ‖Δ‖/‖W‖.
+  int64_t merged = 0;  // linears with an adapter
+  int64_t exact = 0;   // ... merged exactly
+  // What storing in the target changed, per decoder linear (adapted or converted), against the
+  // layer the forward used before (adapters::effective_weight): max |dw| and ||dW||/||W||.
   struct LinearError {
     int64_t layer = 0;
     int linear = 0;  // llama_linear_names() index
@@ -179,8 +194,18 @@ struct MergeReport {
     double relative = 0;
   };
   std::vector<LinearError> errors;
-  double overall_relative = 0;  // sqrt(Σ‖Δ‖² / Σ‖W‖²) over every decoder linear
+  double overall_relative = 0;  // sqrt(sum ||dW||^2 / sum ||W||^2) over the linears added
+
+  void add(int64_t layer, int linear, const MergedLinear& m);
+
+ private:
+  double error_sq_ = 0, weight_sq_ = 0;
 };
+
+// Merges every adapter into its frozen weight, stored in `target` (merge_linear), stores the
+// decoder linears without an adapter in `target` too (unless they already are), and detaches the
+// adapters: the model is then the deployable merged model. Returns how many linears were merged,
+// how many of them exactly, and what storing changed.
 MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target);
 
 }  // namespace qlt::model

@@ -191,41 +191,67 @@ void start_l4q_quantization(LlamaModel& model) {
                                          *model.adapter_options);
 }
 
-MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target) {
-  MergeReport report;
-  double sq_error = 0, sq_weight = 0;
+MergedLinear merge_linear(const LlamaModel& model, int64_t layer, int linear,
+                          const quant::WeightFormat& target, const at::Tensor& original) {
   static const adapters::AdapterOptions kNoAdapter{};
   const adapters::AdapterOptions& options =
       model.adapter_options ? *model.adapter_options : kNoAdapter;
+  const auto& stored = linear_weight(model.weights.layers.at(static_cast<size_t>(layer)), linear);
+  const adapters::Adapter* adapter = nullptr;
+  if (model.has_adapters() && model.adapters[layer][linear])
+    adapter = &*model.adapters[layer][linear];
+  MergedLinear out;
+  // Not adapted and already stored as `target`: kept as it is, nothing changes.
+  if (adapter == nullptr && !original.defined() && quant::matches(stored.stored, target)) {
+    out.weight = stored.stored;
+    return out;
+  }
+  at::NoGradGuard no_grad;
+  const adapters::FrozenWeight base =
+      original.defined() ? adapters::FrozenWeight(original.to(model.device(), model.compute_dtype))
+                         : stored;
+  at::Tensor before;  // the layer as the forward used it, fp32 [out, in]
+  if (adapter != nullptr) {
+    auto merged = adapters::merge_adapter(base, *adapter, options, target, model.compute_dtype);
+    before = std::move(merged.effective);
+    out.weight = std::move(merged.weight);
+    out.adapted = true;
+    out.exact = merged.exact;
+  } else {
+    before = base.materialize(at::kFloat);
+    out.weight =
+        quant::store_weight(before, target, model.compute_dtype, peft_module_key(layer, linear));
+  }
+  out.changed = true;
+  const at::Tensor delta = quant::dequantize(out.weight, at::kFloat) - before;
+  const double err = delta.norm().item<double>(), ref = before.norm().item<double>();
+  out.max_abs = delta.abs().max().item<double>();
+  out.error_sq = err * err;
+  out.weight_sq = ref * ref;
+  return out;
+}
+
+void MergeReport::add(int64_t layer, int linear, const MergedLinear& m) {
+  merged += m.adapted;
+  exact += m.adapted && m.exact;
+  if (!m.changed) return;
+  const double err = std::sqrt(m.error_sq), ref = std::sqrt(m.weight_sq);
+  errors.push_back({layer, linear, m.max_abs, ref > 0 ? err / ref : (err > 0 ? 1.0 : 0.0)});
+  error_sq_ += m.error_sq;
+  weight_sq_ += m.weight_sq;
+  overall_relative = weight_sq_ > 0 ? std::sqrt(error_sq_ / weight_sq_) : 0;
+}
+
+MergeReport merge_adapters(LlamaModel& model, const quant::WeightFormat& target) {
+  MergeReport report;
   for (int64_t i = 0; i < static_cast<int64_t>(model.weights.layers.size()); ++i) {
     for (int j = 0; j < kNumLlamaLinears; ++j) {
-      auto& w = linear_weight(model.weights.layers[i], j);
-      const adapters::Adapter* adapter = nullptr;
-      if (model.has_adapters() && model.adapters[i][j]) adapter = &*model.adapters[i][j];
-      // Not adapted and already stored as `target`: kept as it is, nothing changes.
-      if (adapter == nullptr && quant::matches(w.stored, target)) continue;
-      at::NoGradGuard no_grad;
-      at::Tensor before;  // the layer as the forward used it, fp32 [out, in]
-      if (adapter != nullptr) {
-        auto merged = adapters::merge_adapter(w, *adapter, options, target, model.compute_dtype);
-        before = std::move(merged.effective);
-        w = adapters::FrozenWeight(std::move(merged.weight));
-        ++report.merged;
-        report.exact += merged.exact;
-      } else {
-        before = w.materialize(at::kFloat);
-        w = adapters::FrozenWeight(
-            quant::store_weight(before, target, model.compute_dtype, peft_module_key(i, j)));
-      }
-      const at::Tensor delta = w.materialize(at::kFloat) - before;
-      const double err = delta.norm().item<double>(), ref = before.norm().item<double>();
-      sq_error += err * err;
-      sq_weight += ref * ref;
-      report.errors.push_back(
-          {i, j, delta.abs().max().item<double>(), ref > 0 ? err / ref : (err > 0 ? 1.0 : 0.0)});
+      MergedLinear m = merge_linear(model, i, j, target);
+      report.add(i, j, m);
+      if (m.changed)
+        linear_weight(model.weights.layers[i], j) = adapters::FrozenWeight(std::move(m.weight));
     }
   }
-  report.overall_relative = sq_weight > 0 ? std::sqrt(sq_error / sq_weight) : 0;
   model.adapters.clear();
   model.adapter_options.reset();
   return report;

@@ -354,6 +354,17 @@ std::string bnb_nf4_quant_state_json(const Nf4Tensor& q, const std::string& dtyp
   return out + "}";
 }
 
+std::vector<std::string> bnb_nf4_tensor_names(const std::string& weight_name, bool double_quant) {
+  const std::string w = weight_name + ".";
+  std::vector<std::string> names = {weight_name, w + "absmax", w + "quant_map"};
+  if (double_quant) {
+    names.push_back(w + "nested_absmax");
+    names.push_back(w + "nested_quant_map");
+  }
+  names.push_back(w + kBnbNf4QuantStateKey);
+  return names;
+}
+
 std::vector<std::pair<std::string, at::Tensor>> bnb_nf4_tensors(const std::string& weight_name,
                                                                 const Nf4Tensor& q,
                                                                 const std::string& dtype_name) {

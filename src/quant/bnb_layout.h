@@ -53,6 +53,10 @@ bool claims_bnb_4bit_layout(const io::SafetensorsCheckpoint& checkpoint,
 // shape and block size from the quant-state JSON.
 Nf4Tensor read_bnb_nf4(const io::SafetensorsCheckpoint& checkpoint, const std::string& weight_name);
 
+// The names of bnb_nf4_tensors' entries, in its order (known before the weight is quantized: a
+// streaming writer reserves its header from them).
+std::vector<std::string> bnb_nf4_tensor_names(const std::string& weight_name, bool double_quant);
+
 // The entries transformers writes for `q` under `weight_name`, in bnb's state-dict order:
 // weight, absmax, quant_map, [nested_absmax, nested_quant_map,] quant_state (6 with double
 // quant, 4 without). All CPU tensors. The JSON's "dtype" is `dtype_name` ("float32",

@@ -620,3 +620,60 @@ TEST_CASE(
     }
   }
 }
+
+TEST_CASE(
+    "a merged GGUF export streams: each linear is merged when written, once, in file order, "
+    "into the same bytes as merging first",
+    "[gguf_export]") {
+  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  const qlt::quant::Int4Options int4{32};
+  TempDir tmp;
+  for (const std::string kind : {"qa-blora", "lora"}) {
+    DYNAMIC_SECTION(kind) {
+      // qa-blora on INT4 g32 -> Q4_1 (exact, as stored); lora on a dense base -> Q8_0.
+      const bool qa = kind == "qa-blora";
+      const qlt::quant::WeightFormat base =
+          qa ? qlt::quant::WeightFormat(int4) : qlt::quant::WeightFormat(qlt::quant::DenseFormat{});
+      const qlt::quant::WeightFormat target =
+          qa ? qlt::quant::WeightFormat(int4) : qlt::quant::WeightFormat(qlt::quant::DenseFormat{});
+      const GgufFileType type = qa ? GgufFileType::kQ4_1 : GgufFileType::kQ8_0;
+      LlamaModel model = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU, base);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(63);
+      qlt::model::attach_adapters(model, qlt::adapters::adapter_options(adapter_config(kind), base),
+                                  gen);
+      perturb(model, gen);
+
+      // Streamed: the model keeps its adapters; the writer asks for each merged linear.
+      qlt::model::MergeReport streamed_report;
+      const qlt::exporter::LinearSource merged =
+          qlt::exporter::merged_linears(model, target, nullptr, &streamed_report);
+      std::vector<std::pair<int64_t, int>> asked;
+      qlt::exporter::LinearSource counting = merged;
+      counting.weight = [&](int64_t layer, int linear) {
+        asked.emplace_back(layer, linear);
+        return merged.weight(layer, linear);
+      };
+      GgufExportOptions options{"m", kGqaGguf};
+      options.linears = counting;
+      const auto streamed =
+          qlt::exporter::write_gguf_model(tmp / "streamed.gguf", model, tok, type, options);
+      std::vector<std::pair<int64_t, int>> in_order;
+      for (int64_t i = 0; i < model.config.num_hidden_layers; ++i)
+        for (int j = 0; j < qlt::model::kNumLlamaLinears; ++j) in_order.emplace_back(i, j);
+      CHECK(asked == in_order);
+      CHECK(model.has_adapters());  // the model itself is not merged
+
+      // Merged first, then written: the same file and the same merge report.
+      const auto merged_first = qlt::model::merge_adapters(model, target);
+      qlt::exporter::write_gguf_model(tmp / "merged.gguf", model, tok, type,
+                                      GgufExportOptions{"m", kGqaGguf});
+      CHECK(qlt::test::read_bytes(tmp / "streamed.gguf") ==
+            qlt::test::read_bytes(tmp / "merged.gguf"));
+      CHECK(streamed_report.merged == merged_first.merged);
+      CHECK(streamed_report.exact == merged_first.exact);
+      CHECK(streamed_report.overall_relative == merged_first.overall_relative);
+      CHECK(streamed_report.errors.size() == merged_first.errors.size());
+      CHECK(streamed.as_stored == (qa ? 14 : 0));
+    }
+  }
+}

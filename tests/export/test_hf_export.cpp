@@ -215,18 +215,20 @@ TEST_CASE("hf-bf16 of a tied, sharded source omits lm_head as save_pretrained do
   CHECK(at::equal(reloaded.logits(ids), bf16_rounded(m).logits(ids)));
 }
 
-TEST_CASE("hf-bf16 of a GGUF source synthesizes config.json and says the tokenizer is missing",
+TEST_CASE("hf-bf16 of a GGUF source synthesizes config.json and tokenizer files",
           "[hf_export][gguf_model]") {
   TempDir tmp;
   const fs::path gguf = kRoot / "tests/fixtures/gguf_llama/llama_gqa-f32.gguf";
   const auto tokenizer = qlt::tokenizer::Tokenizer::load(gguf);
   auto m = model::load_llama(gguf, at::kFloat, at::kCPU);
   const auto summary = export_to("hf-bf16", m, gguf, tmp / "out", 5'000'000'000, false, tokenizer);
-  bool says_no_tokenizer = false;
-  for (const auto& note : summary.notes)
-    says_no_tokenizer |= note.find("no tokenizer files") != std::string::npos &&
-                         note.find("GGUF") != std::string::npos;
-  CHECK(says_no_tokenizer);
+  // The GGUF's vocabulary as tokenizer files (export/hf_tokenizer_files.h), which load back
+  // into the same tokenizer.
+  for (const char* file : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json"})
+    CHECK(fs::exists(tmp / "out" / file));
+  const auto folder_tokenizer = qlt::tokenizer::Tokenizer::load(tmp / "out");
+  CHECK(folder_tokenizer.encode("hello world, hello", true) ==
+        tokenizer.encode("hello world, hello", true));
   const json config = read_json(tmp / "out/config.json");
   CHECK(config["architectures"] == json::array({"LlamaForCausalLM"}));
   CHECK(config["torch_dtype"] == "bfloat16");

@@ -337,6 +337,48 @@ TEST_CASE("gguf: tensors round-trip at alignments other than 32", "[gguf]") {
   }
 }
 
+TEST_CASE("gguf writer: deferred tensors are made when written, once, into the same bytes",
+          "[gguf]") {
+  const std::string eager = small_model_writer().to_bytes();
+  GgufWriter w;
+  w.add("general.architecture", GgufValue::str("llama"));
+  w.add("general.name", GgufValue::str("tiny"));
+  w.add("llama.block_count", GgufValue::u32(1));
+  w.add("tokenizer.ggml.tokens", GgufValue::string_array({"<unk>", "<s>", "</s>", "hello"}));
+  w.add("test.nested", GgufValue::array(GgufValueType::ARRAY,
+                                        {GgufValue::array(GgufValueType::INT32,
+                                                          {GgufValue::i32(1), GgufValue::i32(2)}),
+                                         GgufValue::string_array({"x"})}));
+  std::vector<std::string> made;
+  w.add_tensor("output_norm.weight", GgmlType::F32, {8}, pattern(32));
+  w.add_tensor_deferred("blk.0.attn_q.weight", GgmlType::Q8_0, {32, 2}, [&] {
+    made.push_back("attn_q");
+    return pattern(68, 1);
+  });
+  w.add_tensor_deferred("blk.0.ffn_up.weight", GgmlType::Q4_1, {64, 1}, [&] {
+    made.push_back("ffn_up");
+    return pattern(40, 2);
+  });
+  CHECK(made.empty());  // declaring makes nothing
+  CHECK(w.file_size() == eager.size());
+  CHECK(w.to_bytes() == eager);
+  CHECK(made == std::vector<std::string>{"attn_q", "ffn_up"});  // in file order, once each
+
+  SECTION("a producer that makes the wrong number of bytes is an internal error") {
+    GgufWriter bad;
+    bad.add_tensor_deferred("t", GgmlType::F32, {4}, [] { return std::vector<uint8_t>(12); });
+    CHECK_THROWS_AS(bad.to_bytes(), c10::Error);
+  }
+  SECTION("bad dims are refused when declared, as for eager tensors") {
+    GgufWriter bad;
+    require_user_error(
+        [&] {
+          bad.add_tensor_deferred("t", GgmlType::Q8_0, {33}, [] { return std::vector<uint8_t>(); });
+        },
+        {"'t'", "not a multiple of the Q8_0 block of 32 elements"});
+  }
+}
+
 TEST_CASE("gguf: a version 2 file reads like version 3", "[gguf]") {
   std::string bytes = small_model_writer().to_bytes();
   bytes[4] = 2;  // u32 version after the magic; v2 and v3 share the layout

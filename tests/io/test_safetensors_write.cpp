@@ -1,4 +1,8 @@
 // save_safetensors: the atomic write (temp file, fsync, rename) and the writer's own errors.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <map>
 #include <set>
 #include <string>
 
@@ -127,4 +131,88 @@ TEST_CASE("atomic file: nothing appears unless committed", "[safetensors]") {
   }
   CHECK(qlt::test::read_bytes(path) == "abc");
   CHECK(entries(dir.path) == std::set<std::string>{"f.bin"});
+}
+
+TEST_CASE("atomic file: write_at overwrites what was written, and only that", "[safetensors]") {
+  TempDir dir;
+  const auto path = dir / "f.bin";
+  qlt::io::AtomicFile out(path);
+  out.write("abcdef", 6);
+  out.write_at(1, "XY", 2);
+  out.write_at(4, "ef", 2);
+  CHECK_THROWS_AS(out.write_at(5, "zz", 2), c10::Error);  // past the end: a programming error
+  out.commit();
+  CHECK(qlt::test::read_bytes(path) == "aXYdef");
+}
+
+TEST_CASE("safetensors stream writer: one tensor at a time, the same tensors as save_safetensors",
+          "[safetensors]") {
+  TempDir dir;
+  const std::vector<std::pair<std::string, at::Tensor>> tensors = {
+      {"model.embed_tokens.weight", at::randn({5, 3}).to(at::kBFloat16)},
+      {"w.\"quoted\"\\name", at::arange(7, at::kInt)},
+      {"empty", at::zeros({0, 4})},
+      {"bytes", at::arange(3, at::kByte)}};
+  const std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::vector<std::string> names;
+  for (const auto& [name, t] : tensors) names.push_back(name);
+  const uint64_t capacity = qlt::io::safetensors_header_capacity(names, metadata);
+  {
+    qlt::io::SafetensorsStreamWriter w(dir / "s.safetensors", capacity, metadata);
+    for (const auto& [name, t] : tensors) w.add(name, t);
+    CHECK(entries(dir.path).size() == 1);  // the temporary file only
+    CHECK_FALSE(std::filesystem::exists(dir / "s.safetensors"));
+    w.commit();
+  }
+  save_safetensors(dir / "a.safetensors", tensors, metadata);
+  const auto s = SafetensorsFile::open(dir / "s.safetensors");
+  const auto a = SafetensorsFile::open(dir / "a.safetensors");
+  CHECK(s.metadata() == a.metadata());
+  for (const auto& [name, t] : tensors) {
+    INFO(name);
+    CHECK(s.info(name).dtype == a.info(name).dtype);
+    CHECK(s.info(name).shape == a.info(name).shape);
+    CHECK(at::equal(s.tensor(name), t));
+  }
+  // The same data buffer; only the header's padding differs.
+  const std::string sb = qlt::test::read_bytes(dir / "s.safetensors");
+  const std::string ab = qlt::test::read_bytes(dir / "a.safetensors");
+  uint64_t sh = 0, ah = 0;
+  std::memcpy(&sh, sb.data(), 8);
+  std::memcpy(&ah, ab.data(), 8);
+  CHECK(sh >= ah);
+  CHECK(sh % 8 == 0);
+  CHECK(sb.substr(8 + sh) == ab.substr(8 + ah));
+  CHECK(entries(dir.path) == std::set<std::string>{"a.safetensors", "s.safetensors"});
+}
+
+TEST_CASE("safetensors stream writer: bad names, an outgrown header, no commit", "[safetensors]") {
+  TempDir dir;
+  const auto path = dir / "s.safetensors";
+  SECTION("a duplicate or reserved name is a UserError; nothing is left") {
+    {
+      qlt::io::SafetensorsStreamWriter w(path, 4096);
+      w.add("x", at::ones({2}));
+      require_user_error([&] { w.add("x", at::ones({2})); }, {path.string(), "'x'", "unique"});
+      require_user_error([&] { w.add("__metadata__", at::ones({2})); }, {"reserved"});
+    }
+    CHECK(entries(dir.path).empty());
+  }
+  SECTION("more entries than the capacity was computed for: an internal error, nothing left") {
+    {
+      qlt::io::SafetensorsStreamWriter w(path, qlt::io::safetensors_header_capacity({"a"}));
+      w.add("a", at::ones({2}));
+      for (int k = 0; k < 8; ++k)
+        w.add(fmt::format("tensor_{}_the_capacity_did_not_count", k), at::ones({2}));
+      CHECK_THROWS_AS(w.commit(), c10::Error);
+    }
+    CHECK(entries(dir.path).empty());
+  }
+  SECTION("the bound holds for the longest numbers and 4 dims") {
+    const std::string name = "n";
+    qlt::io::SafetensorsStreamWriter w(path, qlt::io::safetensors_header_capacity({name}));
+    w.add(name, at::empty({1, 1, 1, 0}));  // 4 dims; offsets are small here, the bound is not
+    w.commit();
+    CHECK(SafetensorsFile::open(path).info(name).shape == std::vector<int64_t>{1, 1, 1, 0});
+  }
 }
