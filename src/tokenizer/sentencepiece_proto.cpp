@@ -53,9 +53,18 @@ std::string serialize_sentencepiece_model(const SentencePieceModelSpec& spec) {
   put_int(trainer, 4, static_cast<int64_t>(spec.pieces.size()));
   put_int(trainer, 35, spec.byte_fallback ? 1 : 0);
   put_int(trainer, 40, spec.unk_id);
-  put_int(trainer, 41, -1);  // bos/eos/pad come from the GGUF keys, not from here
-  put_int(trainer, 42, -1);
-  put_int(trainer, 43, -1);
+  // bos/eos/pad: -1 for GGUF vocabularies (their conventions come from the GGUF keys).
+  put_int(trainer, 41, spec.bos_id);
+  put_int(trainer, 42, spec.eos_id);
+  put_int(trainer, 43, spec.pad_id);
+  const auto piece_of = [&](uint32_t field, int32_t id) {
+    if (spec.name_special_pieces && id >= 0 && static_cast<size_t>(id) < spec.pieces.size())
+      put_bytes(trainer, field, spec.pieces[id].text);
+  };
+  piece_of(45, spec.unk_id);
+  piece_of(46, spec.bos_id);
+  piece_of(47, spec.eos_id);
+  piece_of(48, spec.pad_id);
   put_bytes(model, 2, trainer);
   std::string normalizer;
   put_bytes(normalizer, 1, "identity");
