@@ -28,8 +28,8 @@ static_assert(std::endian::native == std::endian::little,
               "GGUF files are little-endian; a big-endian host would need byte swaps");
 
 constexpr std::string_view kMagic = "GGUF";
-constexpr uint64_t kDefaultAlignment = 32;  // GGUF_DEFAULT_ALIGNMENT
-constexpr uint32_t kMaxDims = 4;            // GGML_MAX_DIMS
+using gguf_detail::kDefaultAlignment;
+constexpr uint32_t kMaxDims = 4;  // GGML_MAX_DIMS
 constexpr std::string_view kAlignmentKey = "general.alignment";
 constexpr std::string_view kFixConvert =
     "convert the model again with a current llama.cpp (convert_hf_to_gguf.py)";
@@ -539,6 +539,10 @@ const GgufTensorInfo& GgufFile::tensor(const std::string& name) const {
 
 std::span<const uint8_t> GgufFile::tensor_bytes(const GgufTensorInfo& info) const {
   return bytes_.subspan(data_offset_ + info.offset, info.nbytes);  // in bounds: checked at parse
+}
+
+void GgufFile::release(const GgufTensorInfo& info) const {
+  if (file_) file_->release(data_offset_ + info.offset, info.nbytes);
 }
 
 bool is_gguf_file(const fs::path& path) {

@@ -164,6 +164,9 @@ class GgufFile {
   // The tensor's bytes inside the mapping (bounds checked at open; valid while this object
   // or a copy of it lives). `info` must be one of this file's tensors().
   std::span<const uint8_t> tensor_bytes(const GgufTensorInfo& info) const;
+  // Drops the tensor's pages from memory once a loader has decoded it into a copy
+  // (MappedFile::release; nothing for parse()d bytes).
+  void release(const GgufTensorInfo& info) const;
 
  private:
   std::shared_ptr<MappedFile> file_;  // null for parse()

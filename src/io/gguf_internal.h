@@ -2,10 +2,13 @@
 // from a file appear in messages. Not part of the API.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace qlt::io::gguf_detail {
+
+inline constexpr uint64_t kDefaultAlignment = 32;  // GGUF_DEFAULT_ALIGNMENT
 
 // `text` (a key, tensor name or string value read from a file) in single quotes, safe to
 // print: bytes that are not printable ASCII become \xNN, and text longer than `max` bytes

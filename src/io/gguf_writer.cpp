@@ -18,7 +18,7 @@ namespace {
 using gguf_detail::quote_text;
 
 constexpr uint32_t kVersion = 3;
-constexpr uint64_t kDefaultAlignment = 32;
+using gguf_detail::kDefaultAlignment;
 constexpr size_t kMaxNameBytes = 63;  // llama.cpp refuses names of GGML_MAX_NAME (64) or more
 
 [[noreturn]] void bad_value(const std::string& key, std::string_view what) {

@@ -31,6 +31,14 @@ class MappedFile {
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
 
+  // Drops the whole pages inside [offset, offset + size) from this process's memory
+  // (madvise MADV_DONTNEED): a loader that has copied a tensor out of the mapping calls it so
+  // that reading a model larger than memory does not keep every page it touched resident (they
+  // count in the RSS until the mapping goes). A later read of those pages reads the file again;
+  // a page written to (a private copy) loses what was written, so release only ranges no live
+  // tensor writes to. Pages that only partly overlap the range are kept.
+  void release(size_t offset, size_t size) const;
+
  private:
   MappedFile() = default;
   std::filesystem::path path_;

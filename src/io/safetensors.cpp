@@ -30,7 +30,7 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // same cap as the reference 
 constexpr std::string_view kMetadataKey = "__metadata__";
 constexpr std::string_view kSingleFileName = "model.safetensors";
 constexpr std::string_view kIndexFileName = "model.safetensors.index.json";
-constexpr std::string_view kFixCorrupt =
+constexpr std::string_view kFixCorruptSafetensors =
     "the file is truncated, corrupt or not a safetensors file; re-download or re-export it";
 
 struct DtypeName {
@@ -76,7 +76,7 @@ std::string supported_dtypes() {
 // Every complaint about a file's header goes through here, so all share one shape:
 // "bad safetensors file PATH: tensor 'NAME': WHAT; FIX".
 [[noreturn]] void header_error(const fs::path& path, std::string_view tensor, std::string_view what,
-                               std::string_view fix = kFixCorrupt) {
+                               std::string_view fix = kFixCorruptSafetensors) {
   if (tensor.empty()) user_error("bad safetensors file {}: {}; {}", path.string(), what, fix);
   user_error("bad safetensors file {}: tensor '{}': {}; {}", path.string(), tensor, what, fix);
 }
@@ -346,6 +346,11 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
       bytes, ti.shape, [keep = file_](void*) {}, options);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorInfo& ti = info(name);
+  file_->release(data_start_ + ti.begin, ti.end - ti.begin);
+}
+
 // ---- the Hugging Face checkpoint directory -------------------------------------------------
 
 SafetensorsCheckpoint SafetensorsCheckpoint::open(const fs::path& directory) {
@@ -442,6 +447,11 @@ const TensorInfo& SafetensorsCheckpoint::info(const std::string& name) const {
         (directory_ / kIndexFileName).string(), name, file.string());
   }
   return s.info(name);
+}
+
+void SafetensorsCheckpoint::release(const std::string& name) const {
+  info(name);
+  shard(file_of(name)).release(name);
 }
 
 at::Tensor SafetensorsCheckpoint::tensor(const std::string& name) const {

@@ -60,6 +60,10 @@ class SafetensorsFile {
   // is a UserError.
   at::Tensor tensor(const std::string& name) const;
 
+  // Drops the pages of tensor `name` from memory (MappedFile::release): for a loader that
+  // copied it and keeps no tensor() of it that is written to.
+  void release(const std::string& name) const;
+
  private:
   std::filesystem::path path_;
   std::shared_ptr<MappedFile> file_;
@@ -82,6 +86,7 @@ class SafetensorsCheckpoint {
   bool contains(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;  // UserError if absent
   at::Tensor tensor(const std::string& name) const;       // as SafetensorsFile::tensor
+  void release(const std::string& name) const;            // as SafetensorsFile::release
   std::filesystem::path file_of(const std::string& name) const;
 
  private:

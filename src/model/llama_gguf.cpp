@@ -220,6 +220,7 @@ LlamaWeights load_llama_weights_gguf(const io::GgufFile& file, const LlamaConfig
     at::Tensor t =
         quant::ggml_dequantize(info.type, file.tensor_bytes(info), info.numel(), info.name)
             .view(info.torch_shape());
+    file.release(info);  // decoded into a new tensor: the file's pages can go
     if (!options.allow_non_finite) check_finite_weight(origin, info.name, t);
     return t;
   };

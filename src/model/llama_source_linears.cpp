@@ -24,11 +24,19 @@ at::Tensor SourceLinears::read(int64_t layer, int linear) const {
   const std::string hf_name =
       fmt::format("model.layers.{}.{}{}.weight", layer, linear < 4 ? "self_attn." : "mlp.",
                   llama_linear_names().at(static_cast<size_t>(linear)));
-  if (hf_) return hf_->tensor(hf_name).to(at::kFloat).contiguous();
+  // A copy in fp32, after which the file's pages of the tensor are dropped (a 7B source would
+  // otherwise stay resident, page by page, as the export reads it).
+  if (hf_) {
+    at::Tensor w = hf_->tensor(hf_name).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    hf_->release(hf_name);
+    return w;
+  }
   const io::GgufTensorInfo& info = gguf_->tensor(gguf_name_of_hf_tensor(hf_name));
   at::Tensor w =
       quant::ggml_dequantize(info.type, gguf_->tensor_bytes(info), info.numel(), info.name)
-          .view(info.torch_shape());
+          .view(info.torch_shape())
+          .clone();
+  gguf_->release(info);
   // llama.cpp's converter permuted q and k rows for its rope (model/llama_gguf.h).
   const int64_t heads = linear == 0   ? config_.num_attention_heads
                         : linear == 1 ? config_.num_key_value_heads

@@ -136,7 +136,9 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
     check_finite(name, t, "");
     // .to() copies when dtype or device change; a same-dtype CPU tensor stays a view of the
     // mapped file (read-only use, private mapping).
-    return t.to(options.device, dtype);
+    at::Tensor out = t.to(options.device, dtype);
+    if (!out.is_alias_of(t)) checkpoint.release(name);  // copied: its pages can go
+    return out;
   };
   auto weight = [&](const std::string& name) { return read(name, options.dtype); };
   auto norm = [&](const std::string& name) { return read(name, at::kFloat); };
@@ -163,8 +165,10 @@ LlamaWeights load_llama_weights(const io::SafetensorsCheckpoint& checkpoint, con
     const at::Tensor as_read = checkpoint.tensor(name);
     check_finite(name, as_read, "");
     try {
-      return adapters::FrozenWeight(
+      adapters::FrozenWeight stored(
           quant::store_weight(as_read.to(options.device), options.format, options.dtype, name));
+      checkpoint.release(name);  // quantized into new tensors: the source pages can go
+      return stored;
     } catch (const UserError& e) {
       user_error("{}: tensor {}: {}", checkpoint.file_of(name).string(), name, e.what());
     }
