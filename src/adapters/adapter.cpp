@@ -268,9 +268,16 @@ MergedWeight merge_adapter(const FrozenWeight& base, const Adapter& adapter,
     if (q->quantizing) {
       const L4qCodes codes = l4q_codes(w_prime, q->scale, q->offset, o.l4q);
       out.effective = l4q_dequantize(codes, o.l4q);
-      if (int4_target != nullptr && int4_target->group_size == o.l4q.group_size) {
-        // Exact: the trained layer IS d * q + m with these codes (4-bit storage holds 3-bit).
-        out.weight = l4q_to_int4(codes, o.l4q, dense_dtype);
+      if (int4_target != nullptr && o.l4q.group_size % int4_target->group_size == 0) {
+        // Exact: the trained layer IS d * q + m with these codes (4-bit storage holds 3-bit);
+        // a group of k target groups repeats its d and m in each (INT4 g32 = Q4_1 from g64).
+        const int64_t k = o.l4q.group_size / int4_target->group_size;
+        L4qQuantizer split = o.l4q;
+        split.group_size = int4_target->group_size;
+        const L4qCodes blocks = k == 1 ? codes
+                                       : L4qCodes{codes.codes, codes.d.repeat_interleave(k, 1),
+                                                  codes.m.repeat_interleave(k, 1)};
+        out.weight = l4q_to_int4(blocks, split, dense_dtype);
         out.exact = true;
         return out;
       }

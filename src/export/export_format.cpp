@@ -43,12 +43,14 @@ quant::WeightFormat nf4_format(const QuantizationConfig& q, const adapters::Adap
 }
 
 // gguf-q4_1: INT4 group 32 (= Q4_1 blocks, written as stored) when that is where the training
-// lives: an L4Q quantizer of group 32 (its codes, exactly), or an INT4 g32 base (QA-BLoRA folds
-// into its offsets exactly; a LoRA on it is re-quantized by the merge; linears without an
-// adapter stay as stored). Otherwise dense, and the GGUF writer quantizes and reports the error.
+// lives: an L4Q quantizer of a group size that is a multiple of 32, any bits <= 4 (its codes,
+// exactly: a group of 64 repeats its scale and offset in two blocks), or an INT4 g32 base
+// (QA-BLoRA folds into its offsets exactly; a LoRA on it is re-quantized by the merge; linears
+// without an adapter stay as stored). Otherwise dense, and the GGUF writer quantizes and
+// reports the error.
 quant::WeightFormat q4_1_format(const QuantizationConfig& q, const adapters::AdapterOptions& a) {
-  const bool l4q_g32 = a.kind == adapters::AdapterKind::kL4q && a.l4q.group_size == 32;
-  if (l4q_g32 || (q.type == "int4" && q.group_size == 32)) return quant::Int4Options{32};
+  const bool l4q_blocks = a.kind == adapters::AdapterKind::kL4q && a.l4q.group_size % 32 == 0;
+  if (l4q_blocks || (q.type == "int4" && q.group_size == 32)) return quant::Int4Options{32};
   return quant::DenseFormat{};
 }
 

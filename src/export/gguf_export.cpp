@@ -25,6 +25,7 @@
 #include "quant/ggml_dequantize.h"
 #include "quant/ggml_quantize.h"
 #include "quant/weight_format.h"
+#include "tokenizer/gguf_vocab.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_json.h"
 
@@ -36,8 +37,7 @@ using io::GgmlType;
 using io::GgufValue;
 using io::GgufValueType;
 
-// llama.cpp's token types (llama-vocab.h, gguf.TokenType).
-constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
+using namespace tokenizer::gguf_token_type;  // kNormal, kControl, ...
 
 struct FileTypeRow {
   GgufFileType type;
@@ -160,7 +160,7 @@ std::vector<float> llama3_rope_factors(const model::LlamaConfig& c) {
 
 // ---- vocabulary -----------------------------------------------------------------------------
 
-struct Vocab {
+struct GgufVocab {
   std::vector<std::pair<std::string, GgufValue>> keys;  // tokenizer.* in file order
   std::string description;
   bool copied = false;  // a GGUF file's keys: the conventions are in them already
@@ -202,7 +202,7 @@ std::optional<nlohmann::json> optional_json(const fs::path& file) {
 }
 
 // convert_hf_to_gguf.py's _create_vocab_sentencepiece.
-void sentencepiece_vocab(const fs::path& file, int64_t vocab_size, Vocab& v) {
+void sentencepiece_vocab(const fs::path& file, int64_t vocab_size, GgufVocab& v) {
   sentencepiece::SentencePieceProcessor sp;
   if (const auto status = sp.Load(file.string()); !status.ok()) {
     user_error("{}: the sentencepiece library cannot read it: {}", file.string(),
@@ -325,7 +325,7 @@ std::string bpe_pre_name(const nlohmann::json& root, const std::string& origin) 
 }
 
 // convert_hf_to_gguf.py's get_vocab_base + _set_vocab_gpt2.
-void bpe_vocab(const fs::path& file, int64_t vocab_size, Vocab& v) {
+void bpe_vocab(const fs::path& file, int64_t vocab_size, GgufVocab& v) {
   const nlohmann::json root = read_json_file(file);
   const tokenizer::TokenizerJson parsed = tokenizer::parse_tokenizer_json(root, file.string());
   const auto& spec = parsed.spec;
@@ -364,7 +364,7 @@ void bpe_vocab(const fs::path& file, int64_t vocab_size, Vocab& v) {
                               file.string(), n, merges.size(), pre);
 }
 
-void gguf_vocab(const fs::path& file, int64_t vocab_size, Vocab& v) {
+void gguf_vocab(const fs::path& file, int64_t vocab_size, GgufVocab& v) {
   const io::GgufFile f = io::GgufFile::open(file);
   for (const auto& [key, value] : f.metadata()) {
     if (key.starts_with("tokenizer.")) v.keys.emplace_back(key, value);
@@ -381,8 +381,8 @@ void gguf_vocab(const fs::path& file, int64_t vocab_size, Vocab& v) {
   v.description = fmt::format("copied from {} ({} tokenizer.* keys)", file.string(), v.keys.size());
 }
 
-Vocab vocabulary(const tokenizer::Tokenizer& tok, int64_t vocab_size) {
-  Vocab v;
+GgufVocab vocabulary(const tokenizer::Tokenizer& tok, int64_t vocab_size) {
+  GgufVocab v;
   const fs::path& source = tok.source();
   if (io::is_gguf_file(source)) {
     gguf_vocab(source, vocab_size, v);
@@ -448,7 +448,7 @@ GgufExportReport write_gguf_model(const fs::path& out, const model::LlamaModel& 
   report.file_type = type;
 
   // The vocabulary first: it is the likeliest bad input, and costs nothing to check.
-  const Vocab vocab = vocabulary(tokenizer, c.vocab_size);
+  const GgufVocab vocab = vocabulary(tokenizer, c.vocab_size);
   report.vocabulary = vocab.description;
 
   io::GgufWriter w;

@@ -29,10 +29,7 @@ using nlohmann::json;
 using tokenizer::Conventions;
 
 // llama.cpp's token types (tokenizer/gguf_vocab.h).
-constexpr int32_t kUnknown = 2;
-constexpr int32_t kControl = 3;
-constexpr int32_t kUserDefined = 4;
-constexpr int32_t kByte = 6;
+using namespace tokenizer::gguf_token_type;  // kUnknown, kControl, ...
 
 // SentencePiece's escaped space.
 constexpr const char* kSpaceMarker = "\xE2\x96\x81";  // U+2581 "▁"
@@ -103,7 +100,7 @@ void require_utf8(const io::GgufFile& f, std::string_view text, const std::strin
 }
 
 // What the files are made of.
-struct Vocab {
+struct HfVocab {
   bool sentencepiece = false;
   std::vector<std::string> tokens;
   std::vector<int32_t> types;
@@ -116,10 +113,10 @@ struct Vocab {
   bool add_space_prefix = true;
 };
 
-Vocab read_vocab(const io::GgufFile& f) {
+HfVocab read_vocab(const io::GgufFile& f) {
   // Checks everything (types, lengths, ids, BOS/EOS flags) and applies llama.cpp's defaults.
   tokenizer::GgufVocabulary gguf = tokenizer::read_gguf_vocabulary(f);
-  Vocab v;
+  HfVocab v;
   v.conventions = std::move(gguf.conventions);
   if (auto* spec = std::get_if<tokenizer::BpeSpec>(&gguf.model)) {
     v.tokens = std::move(spec->tokens);
@@ -146,7 +143,7 @@ Vocab read_vocab(const io::GgufFile& f) {
 
 bool is_added(int32_t type) { return type == kUnknown || type == kControl || type == kUserDefined; }
 
-json added_tokens(const Vocab& v) {
+json added_tokens(const HfVocab& v) {
   json out = json::array();
   for (size_t id = 0; id < v.tokens.size(); ++id) {
     if (!is_added(v.types[id])) continue;
@@ -161,7 +158,7 @@ json added_tokens(const Vocab& v) {
   return out;
 }
 
-json vocab_json(const Vocab& v) {
+json vocab_json(const HfVocab& v) {
   json vocab = json::object();
   for (size_t id = 0; id < v.tokens.size(); ++id) vocab[v.tokens[id]] = id;
   return vocab;
@@ -169,7 +166,7 @@ json vocab_json(const Vocab& v) {
 
 // [bos] $A [eos] as the conventions say, LlamaTokenizerFast's update_post_processor's way
 // (the second sequence of a pair with type id 1); null when neither is added.
-json template_processing(const Vocab& v) {
+json template_processing(const HfVocab& v) {
   const Conventions& c = v.conventions;
   if (!c.add_bos && !c.add_eos) return nullptr;
   json single = json::array(), pair = json::array(), specials = json::object();
@@ -196,7 +193,7 @@ json template_processing(const Vocab& v) {
           {"special_tokens", specials}};
 }
 
-json bpe_model(const Vocab& v, json merges, const json& unk_token, bool fuse_unk,
+json bpe_model(const HfVocab& v, json merges, const json& unk_token, bool fuse_unk,
                bool byte_fallback, bool ignore_merges) {
   return {{"type", "BPE"},
           {"dropout", nullptr},
@@ -224,7 +221,7 @@ json tokenizer_json_document(json added, json normalizer, json pre_tokenizer, js
 }
 
 // Byte-level BPE ("gpt2").
-json byte_level_tokenizer_json(const io::GgufFile& f, const Vocab& v) {
+json byte_level_tokenizer_json(const io::GgufFile& f, const HfVocab& v) {
   BytePreTokenizer pre = byte_pre_tokenizer(f, v.pre);
   std::unordered_set<std::string_view> tokens(v.tokens.begin(), v.tokens.end());
   std::unordered_set<std::string> seen;
@@ -260,7 +257,7 @@ json byte_level_tokenizer_json(const io::GgufFile& f, const Vocab& v) {
 // For each token in id order, every split into two tokens (at character boundaries), sorted
 // by (score of the left, score of the right) descending; then all of them sorted (stably) by
 // the score of the merged token, descending. NaN scores count as -inf.
-std::vector<std::pair<std::string, std::string>> sentencepiece_merges(const Vocab& v) {
+std::vector<std::pair<std::string, std::string>> sentencepiece_merges(const HfVocab& v) {
   std::unordered_map<std::string_view, size_t> id_of;
   id_of.reserve(v.tokens.size());
   for (size_t id = 0; id < v.tokens.size(); ++id) id_of.emplace(v.tokens[id], id);
@@ -298,7 +295,7 @@ std::vector<std::pair<std::string, std::string>> sentencepiece_merges(const Voca
 
 // The unknown token of a SentencePiece vocabulary: the conventions' (GGUF key or llama.cpp's
 // default 0), else the first piece of type unknown (the reader requires one).
-int64_t sentencepiece_unk(const Vocab& v) {
+int64_t sentencepiece_unk(const HfVocab& v) {
   if (v.conventions.unk) return *v.conventions.unk;
   for (size_t id = 0; id < v.types.size(); ++id) {
     if (v.types[id] == kUnknown) return static_cast<int64_t>(id);
@@ -307,7 +304,7 @@ int64_t sentencepiece_unk(const Vocab& v) {
 }
 
 // SentencePiece ("llama"), as transformers' GGUFLlamaConverter (legacy LLaMA scheme).
-json sentencepiece_tokenizer_json(const Vocab& v) {
+json sentencepiece_tokenizer_json(const HfVocab& v) {
   json merges = json::array();
   for (auto& [left, right] : sentencepiece_merges(v)) merges.push_back({left, right});
   json normalizers = json::array();
@@ -328,7 +325,7 @@ json sentencepiece_tokenizer_json(const Vocab& v) {
 }
 
 // tokenizer.model: the model our GGUF reader runs (gguf_vocab.cpp), with the specials named.
-std::string sentencepiece_model(const Vocab& v) {
+std::string sentencepiece_model(const HfVocab& v) {
   tokenizer::SentencePieceModelSpec spec;
   spec.pieces.reserve(v.tokens.size());
   bool have_unk = false;
@@ -377,11 +374,11 @@ std::optional<uint64_t> context_length(const io::GgufFile& f) {
   return f.get_uint(key);
 }
 
-json special_token_content(const Vocab& v, const std::optional<int64_t>& id) {
+json special_token_content(const HfVocab& v, const std::optional<int64_t>& id) {
   return id ? json(v.tokens[*id]) : json(nullptr);
 }
 
-json tokenizer_config(const io::GgufFile& f, const Vocab& v) {
+json tokenizer_config(const io::GgufFile& f, const HfVocab& v) {
   const Conventions& c = v.conventions;
   json decoder = json::object();
   for (size_t id = 0; id < v.tokens.size(); ++id) {
@@ -411,7 +408,7 @@ json tokenizer_config(const io::GgufFile& f, const Vocab& v) {
   return config;
 }
 
-json special_tokens_map(const Vocab& v) {
+json special_tokens_map(const HfVocab& v) {
   const Conventions& c = v.conventions;
   json map = json::object();
   const auto add = [&](const char* key, const std::optional<int64_t>& id) {
@@ -429,7 +426,7 @@ json special_tokens_map(const Vocab& v) {
   return map;
 }
 
-json generation_config(const Vocab& v) {
+json generation_config(const HfVocab& v) {
   const Conventions& c = v.conventions;
   json config = json::object();
   if (c.bos) config["bos_token_id"] = *c.bos;
@@ -449,7 +446,7 @@ std::string dump(const io::GgufFile& f, const json& document, const char* name) 
 }  // namespace
 
 std::vector<HfTokenizerFile> hf_tokenizer_files_from_gguf(const io::GgufFile& f) {
-  const Vocab v = read_vocab(f);
+  const HfVocab v = read_vocab(f);
   std::vector<HfTokenizerFile> files;
   const auto add_json = [&](const char* name, const json& document) {
     files.push_back({name, dump(f, document, name)});

@@ -114,7 +114,8 @@ BpeSpec bpe_spec(const io::GgufFile& f, const std::vector<std::string>& tokens,
         SplitBehavior::kIsolated, false});
   }
   for (size_t id = 0; id < tokens.size(); ++id) {
-    if (types[id] == 2 || types[id] == 3 || types[id] == 4) {
+    if (types[id] == gguf_token_type::kUnknown || types[id] == gguf_token_type::kControl ||
+        types[id] == gguf_token_type::kUserDefined) {
       spec.added.push_back({tokens[id], static_cast<int64_t>(id), types[id] != 4});
     }
   }
@@ -140,7 +141,7 @@ SentencePieceGguf sentencepiece_model(const io::GgufFile& f, const std::vector<s
     // Undefined (0) tokens take part in merges in llama.cpp like normal ones.
     const int32_t type = types[id] == 0 ? 1 : types[id];
     spec.pieces.push_back({tokens[id], static_cast<float>(scores[id]), type});
-    if (type == 6) spec.byte_fallback = true;
+    if (type == gguf_token_type::kByte) spec.byte_fallback = true;
     if (type == 2 && !have_unk) {
       spec.unk_id = static_cast<int32_t>(id);
       have_unk = true;

@@ -18,6 +18,7 @@
 // UNK 0 and add BOS; "gpt2" ones have no special ids and add BOS only for the llama3 pre.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <variant>
 #include <vector>
@@ -30,6 +31,12 @@ class GgufFile;
 }
 
 namespace qlt::tokenizer {
+
+// llama.cpp's token types (tokenizer.ggml.token_type; llama-vocab.h, gguf.TokenType).
+namespace gguf_token_type {
+inline constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5,
+                         kByte = 6;
+}  // namespace gguf_token_type
 
 struct SentencePieceGguf {
   std::string serialized_model;  // sentencepiece_proto.h

@@ -41,8 +41,10 @@
 #include "adapters/balanced_lora.h"
 #include "adapters/frozen_weight.h"
 #include "io/safetensors.h"
+#include "model/adapter_test_util.h"
 #include "model/llama.h"
 #include "quant/int4.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -53,11 +55,9 @@ using qlt::adapters::pool_features;
 using qlt::adapters::pooled_lora_delta;
 using qlt::adapters::pooled_lora_window_delta;
 using qlt::adapters::repeat_features;
-
-double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return max_abs(got - want) / max_abs(want);
-}
+using qlt::test::kBloraPeftDir;
+using qlt::test::max_abs;
+using qlt::test::relative_error;
 
 // The fields of an INT4 tensor decoded straight from its block bytes (kernels/int4_layout.h),
 // independent of quant/int4.cpp: d, m [out, groups] fp32 (exact fp16 values), q [out, in] fp32.
@@ -386,7 +386,6 @@ TEST_CASE("merge_into_int4_offsets refuses a window other than the group, and fp
 
 namespace {
 
-const fs::path kBlora = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/blora_peft";
 constexpr int64_t kLambda = 2, kRank = 4;
 constexpr double kAlpha = 16, kScaling = kAlpha / kRank;  // Q-BLoRA's alpha / r = 4
 const char* const kTargets[] = {"q_proj", "v_proj", "down_proj"};
@@ -440,9 +439,9 @@ at::Tensor local_logits(const qlt::model::LlamaModel& m, const at::Tensor& ids,
 TEST_CASE("native Q-BLoRA adapter matches PEFT running its expanded rank-2r LoRA", "[blora]") {
   // scripts/fixtures/make_blora_peft.py: λ = 2, r = 4, alpha = 16 on q/v/down_proj of
   // llama_gqa; adapter/ is PEFT's save_pretrained of the expansion (r = 8, lora_alpha = 32).
-  auto native = qlt::io::SafetensorsFile::open(kBlora / "native.safetensors");
-  auto peft = qlt::io::SafetensorsFile::open(kBlora / "adapter/adapter_model.safetensors");
-  auto expected = qlt::io::SafetensorsFile::open(kBlora / "expected.safetensors");
+  auto native = qlt::io::SafetensorsFile::open(kBloraPeftDir / "native.safetensors");
+  auto peft = qlt::io::SafetensorsFile::open(kBloraPeftDir / "adapter/adapter_model.safetensors");
+  auto expected = qlt::io::SafetensorsFile::open(kBloraPeftDir / "expected.safetensors");
   auto model = qlt::model::load_llama(fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_gqa",
                                       at::kFloat, at::kCPU);
   const int64_t layers = model.config.num_hidden_layers;

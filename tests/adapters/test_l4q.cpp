@@ -86,14 +86,14 @@ const char* base_name(BaseKind kind) {
   return kind == BaseKind::kDense ? "dense" : kind == BaseKind::kNf4 ? "nf4" : "int4";
 }
 
-struct Case {
+struct L4qCase {
   int64_t out, in, rank;
   std::vector<int64_t> x_shape;  // [..., in]
   int64_t chunk_elements;
 };
 
 // One comparison of l4q_linear's output and gradients with reference_l4q's.
-void check_gradients(const Case& c, const L4qQuantizer& q, BaseKind kind, bool x_requires_grad) {
+void check_gradients(const L4qCase& c, const L4qQuantizer& q, BaseKind kind, bool x_requires_grad) {
   INFO("out " << c.out << " in " << c.in << " r " << c.rank << " bits " << q.bits << " g "
               << q.group_size << " base " << base_name(kind) << " chunk " << c.chunk_elements
               << " rows/chunk " << qlt::adapters::l4q_chunk_rows(c.in, c.chunk_elements));
@@ -160,7 +160,7 @@ at::Tensor weight_with_constant_group(int64_t out, int64_t in, int64_t g) {
 TEST_CASE("L4Q gradients equal autograd of the plain formula (several chunks)", "[adapters][l4q]") {
   // Chunks of 7 rows (40 = 5 * 7 + 5) and 16 rows (72 = 4 * 16 + 8): several chunks, the last
   // one short.
-  const std::vector<Case> cases = {
+  const std::vector<L4qCase> cases = {
       {40, 128, 4, {2, 3, 128}, 128 * 7 + 5},
       {72, 192, 8, {9, 192}, 192 * 16},
   };

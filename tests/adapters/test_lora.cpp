@@ -10,6 +10,7 @@
 #include "adapters/adapter.h"
 #include "core/errors.h"
 #include "io/safetensors.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -19,8 +20,7 @@ using qlt::adapters::AdapterOptions;
 using qlt::adapters::FrozenWeight;
 using qlt::adapters::LoraDropout;
 using qlt::adapters::LowRankAdapter;
-
-at::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+using qlt::test::seeded;
 
 // LoRA options through the one conversion (adapter.type lora on a dense base).
 AdapterOptions lora_options(int64_t rank, double alpha, bool rslora = false) {

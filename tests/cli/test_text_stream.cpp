@@ -29,7 +29,8 @@ std::string decode_bytes(const std::vector<int64_t>& ids) {
   return raw;
 }
 
-std::string run(TextStream& s, const std::vector<int64_t>& ids, std::vector<std::string>* parts) {
+std::string stream_all(TextStream& s, const std::vector<int64_t>& ids,
+                       std::vector<std::string>* parts) {
   std::string out;
   for (auto id : ids) {
     parts->push_back(s.push(id));
@@ -43,7 +44,7 @@ std::string run(TextStream& s, const std::vector<int64_t>& ids, std::vector<std:
 TEST_CASE("text stream: split characters come out whole, when complete", "[cli][text_stream]") {
   TextStream s(decode_bytes, {});
   std::vector<std::string> parts;
-  const std::string all = run(s, {1, 2, 3, 4, 5, 6, 7, 8, 9}, &parts);
+  const std::string all = stream_all(s, {1, 2, 3, 4, 5, 6, 7, 8, 9}, &parts);
   CHECK(all == "Hello world\xE2\x82\xAC\xF0\x9F\x98\x80!");  // "Hello world€😀!"
   CHECK(parts == std::vector<std::string>{"Hello", " w", "orld", "", "\xE2\x82\xAC", "", "",
                                           "\xF0\x9F\x98\x80", "!"});

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "test_common.h"  // read_text
 
 namespace qlt::test {
 
@@ -62,11 +63,6 @@ class TempFile {
 inline int run_command(const std::string& command) {
   const int status = std::system(command.c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace qlt::test

@@ -12,12 +12,14 @@
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
 #include "model/llama_config.h"
+#include "test_common.h"
 #include "test_paths.h"
 #include "train/run_checkpoint.h"
 #include "train/trainer_state.h"
 
 using Catch::Matchers::Contains;
 using qlt::JsonError;
+using qlt::test::kRoot;
 using qlt::test::TempDir;
 using qlt::test::write_bytes;
 namespace fs = std::filesystem;
@@ -32,8 +34,6 @@ std::string parse_error(std::string_view text) {
   REQUIRE_FALSE(qlt::try_parse_json(text, out, error));
   return error.message;
 }
-
-const fs::path kSource = QLT_SOURCE_DIR;
 
 }  // namespace
 
@@ -160,7 +160,7 @@ TEST_CASE("every JSON reader refuses deep nesting and repeated keys", "[json]") 
                           Contains("config.json") && Contains(c.expect));
     }
     DYNAMIC_SECTION("PEFT adapter_config.json: " << c.expect) {
-      fs::copy(kSource / "tests/fixtures/lora_llama_gqa/adapter", dir / "adapter");
+      fs::copy(kRoot / "tests/fixtures/lora_llama_gqa/adapter", dir / "adapter");
       write_bytes(dir / "adapter/adapter_config.json", c.text);
       REQUIRE_THROWS_WITH(qlt::exporter::read_peft_adapter(dir / "adapter"),
                           Contains("adapter_config.json") && Contains(c.expect));

@@ -16,7 +16,7 @@ using qlt::data::Batcher;
 using qlt::data::DataOptions;
 using qlt::data::Example;
 using Ids = std::vector<int64_t>;
-constexpr int64_t kIgnore = qlt::model::kIgnoreIndex;
+using qlt::model::kIgnoreIndex;
 constexpr int64_t kPad = 0;
 
 // Example i: BOS(1), then len-1 tokens 10*i+1.. ; the first half of them untrained.
@@ -24,7 +24,7 @@ Example make_example(int64_t i, int64_t len) {
   Example ex;
   for (int64_t t = 0; t < len; ++t) {
     ex.ids.push_back(t == 0 ? 1 : 10 * i + t);
-    ex.labels.push_back(t <= len / 2 ? kIgnore : 10 * i + t);
+    ex.labels.push_back(t <= len / 2 ? kIgnoreIndex : 10 * i + t);
   }
   return ex;
 }
@@ -96,7 +96,7 @@ TEST_CASE("without packing: one example per row, right-padded to the longest", "
     Ids ids = ex.ids, labels = ex.labels, pos, seg(n, 1);
     for (size_t t = 0; t < n; ++t) pos.push_back(int64_t(t));
     ids.resize(5, kPad);
-    labels.resize(5, kIgnore);
+    labels.resize(5, kIgnoreIndex);
     pos.resize(5, 0);
     seg.resize(5, 0);
     CHECK(row(batch.input_ids, b) == ids);
@@ -106,7 +106,7 @@ TEST_CASE("without packing: one example per row, right-padded to the longest", "
     trained += qlt::data::trained_tokens(ex);
   }
   CHECK(batch.trained_tokens == trained);
-  CHECK(batch.trained_tokens == batch.labels.ne(kIgnore).sum().item<int64_t>());
+  CHECK(batch.trained_tokens == batch.labels.ne(kIgnoreIndex).sum().item<int64_t>());
 }
 
 TEST_CASE("collate_examples: file order, one per row, same layout as the batcher",
@@ -115,8 +115,8 @@ TEST_CASE("collate_examples: file order, one per row, same layout as the batcher
   auto batch = qlt::data::collate_examples(examples, 1, 3, kPad);
   REQUIRE(batch.input_ids.sizes() == at::IntArrayRef({2, 4}));
   CHECK(row(batch.input_ids, 0) == Ids{1, 11, 12, kPad});
-  CHECK(row(batch.labels, 0) == Ids{kIgnore, kIgnore, 12, kIgnore});
-  CHECK(row(batch.labels, 1) == Ids{kIgnore, kIgnore, kIgnore, 23});
+  CHECK(row(batch.labels, 0) == Ids{kIgnoreIndex, kIgnoreIndex, 12, kIgnoreIndex});
+  CHECK(row(batch.labels, 1) == Ids{kIgnoreIndex, kIgnoreIndex, kIgnoreIndex, 23});
   CHECK(row(batch.position_ids, 1) == Ids{0, 1, 2, 3});
   CHECK(row(batch.segment_ids, 0) == Ids{1, 1, 1, 0});
   CHECK(batch.examples == 2);
@@ -132,7 +132,7 @@ TEST_CASE(
   // Labels fully trained here, so that a boundary label would be visible if it leaked.
   for (auto& ex : examples) {
     ex.labels = ex.ids;
-    ex.labels[0] = kIgnore;
+    ex.labels[0] = kIgnoreIndex;
   }
   Batcher batcher(examples, opts(10, true), 3, kPad);
   const auto order = qlt::data::epoch_permutation(7, 3, 0);
@@ -147,7 +147,7 @@ TEST_CASE(
       ++segment;
       for (size_t t = 0; t < ex.ids.size(); ++t) {
         ids.push_back(ex.ids[t]);
-        labels.push_back(t == 0 ? kIgnore : ex.ids[t]);
+        labels.push_back(t == 0 ? kIgnoreIndex : ex.ids[t]);
         pos.push_back(int64_t(t));
         seg.push_back(segment);
       }
@@ -155,7 +155,7 @@ TEST_CASE(
     const auto T = batch.input_ids.size(1);
     REQUIRE(int64_t(ids.size()) <= T);
     ids.resize(size_t(T), kPad);
-    labels.resize(size_t(T), kIgnore);
+    labels.resize(size_t(T), kIgnoreIndex);
     pos.resize(size_t(T), 0);
     seg.resize(size_t(T), 0);
     CHECK(row(batch.input_ids, b) == ids);

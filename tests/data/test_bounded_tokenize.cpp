@@ -12,6 +12,7 @@
 #include "data/segments.h"
 #include "data/templates.h"
 #include "model/causal_lm_loss.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -19,11 +20,9 @@ namespace {
 namespace fs = std::filesystem;
 using qlt::data::Example;
 using qlt::data::Segment;
-
-const qlt::tokenizer::Tokenizer& tok() {
-  static auto t = qlt::tokenizer::Tokenizer::load(fs::path(QLT_SOURCE_DIR) / "data/tiny-llama");
-  return t;
-}
+using qlt::test::kRoot;
+using qlt::test::TempJsonl;
+using qlt::test::tiny_tokenizer;
 
 const std::vector<size_t> kBudgets = {2, 8, 16, 64, 256};
 
@@ -40,12 +39,13 @@ Example cut(Example whole, size_t max_tokens) {
 // the budgets cut the example.
 int check_bounded(const std::vector<Segment>& segments, const std::vector<size_t>& budgets,
                   const std::string& where) {
-  const Example whole = qlt::data::tokenize_segments(tok(), segments);
+  const Example whole = qlt::data::tokenize_segments(tiny_tokenizer(), segments);
   int cuts = 0;
   for (size_t budget : budgets) {
     INFO(where << ", max_seq_len " << budget << ", whole " << whole.ids.size() << " tokens");
     bool truncated = true;
-    const Example bounded = qlt::data::tokenize_truncated(tok(), segments, budget, truncated);
+    const Example bounded =
+        qlt::data::tokenize_truncated(tiny_tokenizer(), segments, budget, truncated);
     const Example expected = cut(whole, budget);
     CHECK(bounded.ids == expected.ids);
     CHECK(bounded.labels == expected.labels);
@@ -62,7 +62,7 @@ std::vector<nlohmann::json> records(const fs::path& file) {
 }
 
 const std::vector<nlohmann::json>& kjv_eval() {
-  static const auto r = records(fs::path(QLT_SOURCE_DIR) / "data/kjv/eval.jsonl");
+  static const auto r = records(kRoot / "data/kjv/eval.jsonl");
   return r;
 }
 
@@ -70,18 +70,6 @@ std::string without_spaces(std::string text) {
   text.erase(std::remove(text.begin(), text.end(), ' '), text.end());
   return text;
 }
-
-// A JSONL file of one record, removed at the end.
-struct TempJsonl {
-  fs::path path;
-  explicit TempJsonl(const std::string& line) {
-    path =
-        fs::temp_directory_path() / ("qlt-bounded-" + std::to_string(::getpid()) + "-" +
-                                     std::to_string(reinterpret_cast<uintptr_t>(this)) + ".jsonl");
-    std::ofstream(path) << line << "\n";
-  }
-  ~TempJsonl() { fs::remove(path); }
-};
 
 qlt::data::DataOptions text_options(int64_t max_seq_len) {
   qlt::data::DataOptions o;
@@ -136,7 +124,7 @@ TEST_CASE("bounded tokenization equals whole + cut on text without spaces (cut i
 TEST_CASE("bounded tokenization equals whole + cut on every wordnet example (alpaca)",
           "[data][bounded]") {
   for (bool train_on_inputs : {false, true}) {
-    const auto all = records(fs::path(QLT_SOURCE_DIR) / "data/wordnet/train.jsonl");
+    const auto all = records(kRoot / "data/wordnet/train.jsonl");
     for (size_t i = 0; i < all.size(); ++i) {
       const auto& r = all[i];
       check_bounded(qlt::data::alpaca_segments(r.at("instruction"), r.at("input"), r.at("output"),
@@ -174,33 +162,33 @@ TEST_CASE(
     "alone is cut is",
     "[data][bounded]") {
   const std::string text = kjv_eval()[0].at("text");
-  const auto whole = qlt::data::tokenize_segments(tok(), qlt::data::text_segments(text));
+  const auto whole = qlt::data::tokenize_segments(tiny_tokenizer(), qlt::data::text_segments(text));
   const int64_t n = static_cast<int64_t>(whole.ids.size());  // BOS + text + EOS
-  TempJsonl f(nlohmann::json{{"text", text}}.dump());
+  TempJsonl f(nlohmann::json{{"text", text}}.dump() + "\n");
 
-  auto fits = qlt::data::read_examples(f.path, tok(), text_options(n));
+  auto fits = qlt::data::read_examples(f.path, tiny_tokenizer(), text_options(n));
   CHECK(fits.truncated == 0);
   REQUIRE(fits.examples.size() == 1);
   CHECK(fits.examples[0].ids == whole.ids);
 
-  auto no_eos = qlt::data::read_examples(f.path, tok(), text_options(n - 1));
+  auto no_eos = qlt::data::read_examples(f.path, tiny_tokenizer(), text_options(n - 1));
   CHECK(no_eos.truncated == 1);
   REQUIRE(no_eos.examples.size() == 1);
   CHECK(no_eos.examples[0].ids == std::vector<int64_t>(whole.ids.begin(), whole.ids.end() - 1));
-  CHECK(no_eos.examples[0].ids.back() != tok().eos_id());
+  CHECK(no_eos.examples[0].ids.back() != tiny_tokenizer().eos_id());
 }
 
 TEST_CASE("encode_first_tokens tokenizes a bounded prefix of a long text", "[data][bounded]") {
   std::string text;
   for (const auto& r : kjv_eval()) text += r.at("text").get<std::string>() + " ";
-  const auto whole = tok().encode(text, /*add_bos=*/false);
+  const auto whole = tiny_tokenizer().encode(text, /*add_bos=*/false);
   for (bool fresh : {true, false}) {
-    const auto whole_ids = fresh ? whole : qlt::data::encode_continuation(tok(), text);
+    const auto whole_ids = fresh ? whole : qlt::data::encode_continuation(tiny_tokenizer(), text);
     for (size_t n : {1, 9, 257, 4097}) {
       INFO("fresh " << fresh << ", " << n << " tokens");
-      const uint64_t before = tok().encoded_bytes();
-      const auto ids = qlt::data::encode_first_tokens(tok(), text, fresh, n);
-      const uint64_t bytes = tok().encoded_bytes() - before;
+      const uint64_t before = tiny_tokenizer().encoded_bytes();
+      const auto ids = qlt::data::encode_first_tokens(tiny_tokenizer(), text, fresh, n);
+      const uint64_t bytes = tiny_tokenizer().encoded_bytes() - before;
       CHECK(ids == std::vector<int64_t>(whole_ids.begin(), whole_ids.begin() + n));
       // 8 bytes per token + 256 covers KJV English (~4.5 bytes per token) in one try.
       CHECK(bytes <= 8 * n + 256 + 2);  // + 2: the "\n" before a continuation, twice
@@ -224,17 +212,17 @@ std::string kjv_text(size_t bytes) {
 TEST_CASE("a 16 MiB single-line example is truncated after tokenizing about 2 KB of it",
           "[data][bounded]") {
   const std::string text = kjv_text(qlt::data::kMaxJsonlLineBytes - (64 << 10));
-  TempJsonl f(nlohmann::json{{"text", text}}.dump());
-  const uint64_t before = tok().encoded_bytes();
-  const auto set = qlt::data::read_examples(f.path, tok(), text_options(256));
-  const uint64_t bytes = tok().encoded_bytes() - before;
+  TempJsonl f(nlohmann::json{{"text", text}}.dump() + "\n");
+  const uint64_t before = tiny_tokenizer().encoded_bytes();
+  const auto set = qlt::data::read_examples(f.path, tiny_tokenizer(), text_options(256));
+  const uint64_t bytes = tiny_tokenizer().encoded_bytes() - before;
   CHECK(set.truncated == 1);
   REQUIRE(set.examples.size() == 1);
   CHECK(set.examples[0].ids.size() == 256);
   CHECK(bytes <= 8 * 257 + 256);  // one prefix: 8 bytes per wanted token + 256
   // The same ids as the first 256 of [BOS] + tokens of a prefix ending at a word boundary.
   const std::string head = text.substr(0, text.find(' ', 20000));
-  auto expected = tok().encode(head, /*add_bos=*/true);
+  auto expected = tiny_tokenizer().encode(head, /*add_bos=*/true);
   expected.resize(256);
   CHECK(set.examples[0].ids == expected);
 }
@@ -243,10 +231,10 @@ TEST_CASE("a 20 MB text segment is cut after tokenizing about 2 KB of it", "[dat
   const std::string text = kjv_text(20u << 20);
   for (const auto& segments : {qlt::data::text_segments(text),
                                qlt::data::alpaca_segments("Summarize.", text, "A book.", false)}) {
-    const uint64_t before = tok().encoded_bytes();
+    const uint64_t before = tiny_tokenizer().encoded_bytes();
     bool truncated = false;
-    const auto ex = qlt::data::tokenize_truncated(tok(), segments, 256, truncated);
-    const uint64_t bytes = tok().encoded_bytes() - before;
+    const auto ex = qlt::data::tokenize_truncated(tiny_tokenizer(), segments, 256, truncated);
+    const uint64_t bytes = tiny_tokenizer().encoded_bytes() - before;
     CHECK(truncated);
     CHECK(ex.ids.size() == 256);
     CHECK(bytes <= 8 * 257 + 256 + 2);
@@ -266,14 +254,14 @@ TEST_CASE("benchmark: a 20 MB example, tokenized whole versus bounded", "[.bound
   const std::string text = kjv_text(20u << 20);
   bool truncated = false;
   const double bounded = seconds_of([&] {
-    qlt::data::tokenize_truncated(tok(), qlt::data::text_segments(text), 256, truncated);
+    qlt::data::tokenize_truncated(tiny_tokenizer(), qlt::data::text_segments(text), 256, truncated);
   });
   const std::string line = kjv_text(qlt::data::kMaxJsonlLineBytes - (64 << 10));
-  TempJsonl f(nlohmann::json{{"text", line}}.dump());
+  TempJsonl f(nlohmann::json{{"text", line}}.dump() + "\n");
   const double file =
-      seconds_of([&] { qlt::data::read_examples(f.path, tok(), text_options(256)); });
+      seconds_of([&] { qlt::data::read_examples(f.path, tiny_tokenizer(), text_options(256)); });
   size_t n = 0;
-  const double whole = seconds_of([&] { n = tok().encode(text, true, true).size(); });
+  const double whole = seconds_of([&] { n = tiny_tokenizer().encode(text, true, true).size(); });
   WARN("20 MB example: tokenize_truncated "
        << bounded << " s; read_examples of a " << line.size() << "-byte line " << file
        << " s; the whole 20 MB tokenized (as before) " << whole << " s, " << n << " tokens");

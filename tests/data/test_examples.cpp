@@ -8,6 +8,7 @@
 #include "data/segments.h"
 #include "data/templates.h"
 #include "model/causal_lm_loss.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -16,24 +17,10 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using qlt::data::DataOptions;
 using qlt::data::read_examples;
+using qlt::model::kIgnoreIndex;
+using qlt::test::TempJsonl;
+using qlt::test::tiny_tokenizer;
 using Ids = std::vector<int64_t>;
-constexpr int64_t kIgnore = qlt::model::kIgnoreIndex;
-
-struct TempJsonl {
-  fs::path path;
-  explicit TempJsonl(const std::string& content) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("qlt-examples-" + std::to_string(::getpid()) + "-" +
-                                        std::to_string(counter++) + ".jsonl");
-    std::ofstream(path) << content;
-  }
-  ~TempJsonl() { fs::remove(path); }
-};
-
-const qlt::tokenizer::Tokenizer& tok() {
-  static auto t = qlt::tokenizer::Tokenizer::load(fs::path(QLT_SOURCE_DIR) / "data/tiny-llama");
-  return t;
-}
 
 DataOptions options(const std::string& format, bool train_on_inputs = false,
                     int64_t max_seq_len = 512, const std::string& chat_template = "llama2") {
@@ -54,7 +41,7 @@ Ids concat(std::initializer_list<Ids> parts) {
 // labels expected: ignore on [0, n_ignored), ids after; labels[0] always ignored.
 Ids labels_from(const Ids& ids, size_t n_ignored) {
   Ids labels = ids;
-  for (size_t i = 0; i < std::max<size_t>(n_ignored, 1); ++i) labels[i] = kIgnore;
+  for (size_t i = 0; i < std::max<size_t>(n_ignored, 1); ++i) labels[i] = kIgnoreIndex;
   return labels;
 }
 
@@ -67,12 +54,13 @@ qlt::data::Example only(const qlt::data::ExampleSet& set) {
 
 TEST_CASE("text format: [BOS] text [EOS], all but BOS trained", "[data][examples]") {
   TempJsonl f("{\"text\": \"In the beginning God created the heaven and the earth.\"}\n");
-  auto ex = only(read_examples(f.path, tok(), options("text")));
-  Ids ids = tok().encode("In the beginning God created the heaven and the earth.", true, true);
+  auto ex = only(read_examples(f.path, tiny_tokenizer(), options("text")));
+  Ids ids =
+      tiny_tokenizer().encode("In the beginning God created the heaven and the earth.", true, true);
   CHECK(ex.ids == ids);
   CHECK(ex.labels == labels_from(ids, 1));
-  CHECK(ex.ids.front() == tok().bos_id());
-  CHECK(ex.ids.back() == tok().eos_id());
+  CHECK(ex.ids.front() == tiny_tokenizer().bos_id());
+  CHECK(ex.ids.back() == tiny_tokenizer().eos_id());
 }
 
 TEST_CASE("alpaca prompt text is Stanford Alpaca's, both variants", "[data][examples]") {
@@ -91,19 +79,19 @@ TEST_CASE("alpaca format: prompt untrained, output + EOS trained", "[data][examp
   const auto prompt = qlt::data::alpaca_prompt(instruction, input);
   // Stanford's train.py tokenizes prompt + output as one string; segment-wise tokenization
   // must give the same ids, with the mask exactly at the prompt's end.
-  const Ids whole = tok().encode(prompt + output, true, true);
-  const size_t prompt_len = tok().encode(prompt, true).size();
+  const Ids whole = tiny_tokenizer().encode(prompt + output, true, true);
+  const size_t prompt_len = tiny_tokenizer().encode(prompt, true).size();
   TempJsonl f(
       R"({"instruction": "Define the word.", "input": "light", "output": "electromagnetic radiation that can produce a visual sensation"})"
       "\n");
   SECTION("train_on_inputs false") {
-    auto ex = only(read_examples(f.path, tok(), options("alpaca", false)));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("alpaca", false)));
     CHECK(ex.ids == whole);
     CHECK(ex.labels == labels_from(whole, prompt_len));
     CHECK(qlt::data::trained_tokens(ex) == static_cast<int64_t>(whole.size() - prompt_len));
   }
   SECTION("train_on_inputs true") {
-    auto ex = only(read_examples(f.path, tok(), options("alpaca", true)));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("alpaca", true)));
     CHECK(ex.ids == whole);
     CHECK(ex.labels == labels_from(whole, 1));
   }
@@ -113,10 +101,10 @@ TEST_CASE("alpaca format: absent or empty input selects the no-input prompt", "[
   TempJsonl f(
       "{\"instruction\": \"Say it.\", \"output\": \"Amen.\"}\n"
       "{\"instruction\": \"Say it.\", \"input\": \"\", \"output\": \"Amen.\"}\n");
-  auto set = read_examples(f.path, tok(), options("alpaca"));
+  auto set = read_examples(f.path, tiny_tokenizer(), options("alpaca"));
   REQUIRE(set.examples.size() == 2);
   const auto prompt = qlt::data::alpaca_prompt("Say it.", "");
-  CHECK(set.examples[0].ids == tok().encode(prompt + "Amen.", true, true));
+  CHECK(set.examples[0].ids == tiny_tokenizer().encode(prompt + "Amen.", true, true));
   CHECK(set.examples[1].ids == set.examples[0].ids);
   CHECK(set.records == 2);
   CHECK(set.trained_tokens == 2 * qlt::data::trained_tokens(set.examples[0]));
@@ -133,18 +121,19 @@ TEST_CASE("llama2 chat: Meta's chat_completion layout, system folded into turn 1
   const std::string user1 =
       "[INST] <<SYS>>\nAnswer briefly.\n<</SYS>>\n\n  Who made light? [/INST]";
   const std::string user2 = "[INST] When? [/INST]";
-  const Ids turn1 = tok().encode(user1 + " God. ", true, true);
-  const Ids turn2 = tok().encode(user2 + " In the beginning. ", true, true);
+  const Ids turn1 = tiny_tokenizer().encode(user1 + " God. ", true, true);
+  const Ids turn2 = tiny_tokenizer().encode(user2 + " In the beginning. ", true, true);
   const Ids whole = concat({turn1, turn2});
-  const size_t u1 = tok().encode(user1, true).size(), u2 = tok().encode(user2, true).size();
+  const size_t u1 = tiny_tokenizer().encode(user1, true).size(),
+               u2 = tiny_tokenizer().encode(user2, true).size();
   SECTION("train_on_inputs false: assistant replies and their EOS") {
-    auto ex = only(read_examples(f.path, tok(), options("chat", false)));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("chat", false)));
     CHECK(ex.ids == whole);
     CHECK(ex.labels == concat({labels_from(turn1, u1), labels_from(turn2, u2)}));
-    CHECK(ex.labels.back() == tok().eos_id());
+    CHECK(ex.labels.back() == tiny_tokenizer().eos_id());
   }
   SECTION("train_on_inputs true: everything but each BOS") {
-    auto ex = only(read_examples(f.path, tok(), options("chat", true)));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("chat", true)));
     CHECK(ex.ids == whole);
     CHECK(ex.labels == concat({labels_from(turn1, 1), labels_from(turn2, 1)}));
   }
@@ -159,20 +148,20 @@ TEST_CASE("chatml chat: whole-string ids, assistant content and <|im_end|> train
       "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWho made light?<|im_end|>\n"
       "<|im_start|>assistant\n";
   const std::string reply = "God.<|im_end|>", after = "\n";
-  const Ids whole = tok().encode(before + reply + after, true);
-  const size_t start = tok().encode(before, true).size();
-  const size_t end = tok().encode(before + reply, true).size();
+  const Ids whole = tiny_tokenizer().encode(before + reply + after, true);
+  const size_t start = tiny_tokenizer().encode(before, true).size();
+  const size_t end = tiny_tokenizer().encode(before + reply, true).size();
   SECTION("train_on_inputs false") {
-    auto ex = only(read_examples(f.path, tok(), options("chat", false, 512, "chatml")));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("chat", false, 512, "chatml")));
     CHECK(ex.ids == whole);
-    Ids labels(whole.size(), kIgnore);
+    Ids labels(whole.size(), kIgnoreIndex);
     for (size_t i = start; i < end; ++i) labels[i] = whole[i];
     CHECK(ex.labels == labels);
     // The markers are plain text to this tokenizer: several ordinary pieces each.
-    CHECK(tok().encode("<|im_end|>", false).size() > 1);
+    CHECK(tiny_tokenizer().encode("<|im_end|>", false).size() > 1);
   }
   SECTION("train_on_inputs true") {
-    auto ex = only(read_examples(f.path, tok(), options("chat", true, 512, "chatml")));
+    auto ex = only(read_examples(f.path, tiny_tokenizer(), options("chat", true, 512, "chatml")));
     CHECK(ex.ids == whole);
     CHECK(ex.labels == labels_from(whole, 1));
   }
@@ -190,12 +179,12 @@ TEST_CASE("chatml chat: two turns, each reply trained up to its <|im_end|>", "[d
   Ids bounds = {0};  // token offsets of the part ends, from prefixes of the whole string
   for (const auto& p : parts) {
     text += p;
-    bounds.push_back(int64_t(tok().encode(text, true).size()));
+    bounds.push_back(int64_t(tiny_tokenizer().encode(text, true).size()));
   }
-  const Ids whole = tok().encode(text, true);
-  auto ex = only(read_examples(f.path, tok(), options("chat", false, 512, "chatml")));
+  const Ids whole = tiny_tokenizer().encode(text, true);
+  auto ex = only(read_examples(f.path, tiny_tokenizer(), options("chat", false, 512, "chatml")));
   CHECK(ex.ids == whole);
-  Ids labels(whole.size(), kIgnore);
+  Ids labels(whole.size(), kIgnoreIndex);
   for (size_t part : {1, 3}) {
     for (auto i = bounds[part]; i < bounds[part + 1]; ++i) labels[size_t(i)] = whole[size_t(i)];
   }
@@ -229,12 +218,12 @@ TEST_CASE("truncation keeps the first max_seq_len tokens; untrainable examples a
   const std::string line =
       R"({"instruction": "Define the word.", "input": "light", "output": "electromagnetic radiation that can produce a visual sensation"})";
   const auto prompt = qlt::data::alpaca_prompt("Define the word.", "light");
-  const Ids whole = tok().encode(
+  const Ids whole = tiny_tokenizer().encode(
       prompt + "electromagnetic radiation that can produce a visual sensation", true, true);
-  const auto prompt_len = static_cast<int64_t>(tok().encode(prompt, true).size());
+  const auto prompt_len = static_cast<int64_t>(tiny_tokenizer().encode(prompt, true).size());
   SECTION("cut inside the output") {
     TempJsonl f(line + "\n");
-    auto set = read_examples(f.path, tok(), options("alpaca", false, prompt_len + 3));
+    auto set = read_examples(f.path, tiny_tokenizer(), options("alpaca", false, prompt_len + 3));
     auto ex = only(set);
     CHECK(ex.ids == Ids(whole.begin(), whole.begin() + prompt_len + 3));
     CHECK(qlt::data::trained_tokens(ex) == 3);
@@ -244,9 +233,9 @@ TEST_CASE("truncation keeps the first max_seq_len tokens; untrainable examples a
   SECTION("cut inside the prompt: dropped, counted; the others kept") {
     TempJsonl f(line + "\n{\"instruction\": \"x\", \"output\": \"y\"}\n");
     const auto short_len = static_cast<int64_t>(
-        tok().encode(qlt::data::alpaca_prompt("x", "") + "y", true, true).size());
+        tiny_tokenizer().encode(qlt::data::alpaca_prompt("x", "") + "y", true, true).size());
     REQUIRE(short_len < prompt_len);
-    auto set = read_examples(f.path, tok(), options("alpaca", false, short_len));
+    auto set = read_examples(f.path, tiny_tokenizer(), options("alpaca", false, short_len));
     CHECK(set.records == 2);
     CHECK(set.dropped == 1);
     CHECK(set.truncated == 1);
@@ -255,22 +244,23 @@ TEST_CASE("truncation keeps the first max_seq_len tokens; untrainable examples a
   }
   SECTION("no example left: error naming the file") {
     TempJsonl f(line + "\n");
-    REQUIRE_THROWS_WITH(read_examples(f.path, tok(), options("alpaca", false, prompt_len)),
-                        Contains("dataset " + f.path.string() + ": no example has a token") &&
-                            Contains("raise data.max_seq_len"));
+    REQUIRE_THROWS_WITH(
+        read_examples(f.path, tiny_tokenizer(), options("alpaca", false, prompt_len)),
+        Contains("dataset " + f.path.string() + ": no example has a token") &&
+            Contains("raise data.max_seq_len"));
   }
 }
 
 TEST_CASE("example errors name file, line and the fix", "[data][examples][errors]") {
   auto fails = [](const std::string& content, const DataOptions& o, const std::string& what) {
     TempJsonl f(content);
-    REQUIRE_THROWS_AS(read_examples(f.path, tok(), o), qlt::UserError);
-    REQUIRE_THROWS_WITH(read_examples(f.path, tok(), o), Contains(what));
+    REQUIRE_THROWS_AS(read_examples(f.path, tiny_tokenizer(), o), qlt::UserError);
+    REQUIRE_THROWS_WITH(read_examples(f.path, tiny_tokenizer(), o), Contains(what));
   };
   const auto chat = options("chat");
   SECTION("malformed JSON") {
     TempJsonl f("{\"text\": \"a\"}\n{\"text\": \n");
-    REQUIRE_THROWS_WITH(read_examples(f.path, tok(), options("text")),
+    REQUIRE_THROWS_WITH(read_examples(f.path, tiny_tokenizer(), options("text")),
                         Contains(f.path.string() + ":2: not valid JSON"));
   }
   SECTION("text: missing or non-string field") {
@@ -343,7 +333,7 @@ TEST_CASE("example errors name file, line and the fix", "[data][examples][errors
   }
   SECTION("empty file, missing file") {
     fails("\n \n", options("text"), "holds no examples");
-    REQUIRE_THROWS_WITH(read_examples("/no/such.jsonl", tok(), options("text")),
+    REQUIRE_THROWS_WITH(read_examples("/no/such.jsonl", tiny_tokenizer(), options("text")),
                         Contains("dataset /no/such.jsonl does not exist"));
   }
 }

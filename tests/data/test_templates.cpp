@@ -13,6 +13,7 @@
 #include "data/segments.h"
 #include "data/templates.h"
 #include "model/causal_lm_loss.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -22,46 +23,38 @@ using Catch::Matchers::Contains;
 using qlt::data::ChatMessage;
 using qlt::data::ChatTemplate;
 using qlt::data::Segment;
+using qlt::test::kFixtures;
+using qlt::test::kSmolLm2Gguf;
+using qlt::test::tiny_tokenizer;
 using qlt::tokenizer::Tokenizer;
 
-const fs::path kRoot = QLT_SOURCE_DIR;
-const fs::path kSmolLm2 = kRoot / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-
-const nlohmann::json& cases() {
-  static const nlohmann::json j = [] {
-    std::ifstream in(kRoot / "tests/fixtures/templates/cases.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return nlohmann::json::parse(ss.str());
-  }();
+const nlohmann::json& template_cases() {
+  static const nlohmann::json j = qlt::test::read_json(kFixtures / "templates/cases.json");
   return j;
 }
 
-const Tokenizer& tiny() {
-  static auto t = Tokenizer::load(kRoot / "data/tiny-llama");
-  return t;
-}
 const Tokenizer& llama3_bpe() {
-  static auto t = Tokenizer::load(kRoot / "tests/fixtures/tokenizer_bpe/llama3_style");
+  static auto t = Tokenizer::load(kFixtures / "tokenizer_bpe/llama3_style");
   return t;
 }
 // SmolLM2's GGUF vocabulary, or nullptr when the model file is absent (scripts/models/smollm2.sh
 // fetches it); then the caller SKIPs, except under CI, where that is a failure.
-const Tokenizer* smollm2() {
+const Tokenizer* smollm2_tokenizer() {
   static std::unique_ptr<Tokenizer> t =
-      fs::exists(kSmolLm2) ? std::make_unique<Tokenizer>(Tokenizer::load(kSmolLm2)) : nullptr;
-  if (!t && std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2 << " is missing");
+      fs::exists(kSmolLm2Gguf) ? std::make_unique<Tokenizer>(Tokenizer::load(kSmolLm2Gguf))
+                               : nullptr;
+  if (!t && std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2Gguf << " is missing");
   return t.get();
 }
 
 std::vector<ChatMessage> chat(size_t i) {
   std::vector<ChatMessage> out;
-  for (const auto& m : cases()["chats"][i]) out.push_back({m["role"], m["content"]});
+  for (const auto& m : template_cases()["chats"][i]) out.push_back({m["role"], m["content"]});
   return out;
 }
 
 ChatTemplate our_template(const std::string& fixture_name) {
-  const auto& r = cases()["recognized"][fixture_name];
+  const auto& r = template_cases()["recognized"][fixture_name];
   return {r["name"], r["default_system"]};
 }
 
@@ -100,7 +93,7 @@ std::string text_of(const std::vector<Segment>& segments, const std::string& bos
 }  // namespace
 
 TEST_CASE("auto recognizes the llama2, llama3, ChatML and SmolLM2 templates", "[data][templates]") {
-  for (const auto& [name, jinja] : cases()["templates"].items()) {
+  for (const auto& [name, jinja] : template_cases()["templates"].items()) {
     INFO(name);
     const auto got = qlt::data::recognize_chat_template(jinja.get<std::string>());
     REQUIRE(got.has_value());
@@ -111,7 +104,7 @@ TEST_CASE("auto recognizes the llama2, llama3, ChatML and SmolLM2 templates", "[
 
 TEST_CASE("auto refuses templates it cannot reproduce (Llama 3.1, Mistral, Zephyr, tools)",
           "[data][templates]") {
-  for (const auto& [name, jinja] : cases()["refused"].items()) {
+  for (const auto& [name, jinja] : template_cases()["refused"].items()) {
     INFO(name);
     CHECK_FALSE(qlt::data::recognize_chat_template(jinja.get<std::string>()).has_value());
   }
@@ -121,7 +114,7 @@ TEST_CASE("auto refuses templates it cannot reproduce (Llama 3.1, Mistral, Zephy
 
 TEST_CASE("every template renders transformers' text for every chat", "[data][templates]") {
   size_t checked = 0;
-  for (const auto& r : cases()["rendered"]) {
+  for (const auto& r : template_cases()["rendered"]) {
     const std::string name = r["template"];
     const auto messages = chat(r["chat"]);
     INFO(name << ", chat " << r["chat"] << ", tokens of " << r["tokenizer"]);
@@ -135,10 +128,10 @@ TEST_CASE("every template renders transformers' text for every chat", "[data][te
 TEST_CASE("chat ids equal the reference on SentencePiece and Llama-3-style BPE vocabularies",
           "[data][templates]") {
   size_t checked = 0;
-  for (const auto& r : cases()["ids"]) {
+  for (const auto& r : template_cases()["ids"]) {
     const std::string tokenizer = r["tokenizer"];
     if (tokenizer == "smollm2") continue;  // next test
-    const Tokenizer& tok = tokenizer == "tiny" ? tiny() : llama3_bpe();
+    const Tokenizer& tok = tokenizer == "tiny" ? tiny_tokenizer() : llama3_bpe();
     const std::string name = r["template"];
     INFO(name << " on " << tokenizer << ", chat " << r["chat"]);
     const auto ex =
@@ -151,17 +144,17 @@ TEST_CASE("chat ids equal the reference on SentencePiece and Llama-3-style BPE v
 
 TEST_CASE("SmolLM2's own ChatML template: ids equal llama.cpp's on its GGUF vocabulary",
           "[data][templates][smollm2]") {
-  const Tokenizer* tok = smollm2();
+  const Tokenizer* tok = smollm2_tokenizer();
   if (!tok) {
-    WARN("SKIPPED: " << kSmolLm2 << " is absent (scripts/models/smollm2.sh fetches it)");
+    WARN("SKIPPED: " << kSmolLm2Gguf << " is absent (scripts/models/smollm2.sh fetches it)");
     return;
   }
   CHECK_FALSE(tok->add_bos_by_default());
-  const ChatTemplate t = qlt::data::resolve_chat_template("auto", *tok, kSmolLm2.string());
+  const ChatTemplate t = qlt::data::resolve_chat_template("auto", *tok, kSmolLm2Gguf.string());
   CHECK(t.name == "chatml");
   CHECK(t.default_system == our_template("smollm2").default_system);
   size_t checked = 0;
-  for (const auto& r : cases()["ids"]) {
+  for (const auto& r : template_cases()["ids"]) {
     if (r["tokenizer"] != "smollm2") continue;
     INFO("chat " << r["chat"]);
     const auto ex = qlt::data::tokenize_segments(*tok, segments_of(t, chat(r["chat"])));
@@ -191,36 +184,39 @@ TEST_CASE("llama3 labels: assistant content and <|eot_id|> trained, headers not"
 
 TEST_CASE("resolve_chat_template: names as given, auto from the model, errors name the choices",
           "[data][templates]") {
-  CHECK(qlt::data::resolve_chat_template("chatml", tiny(), "m").name == "chatml");
-  CHECK(qlt::data::resolve_chat_template("llama3", tiny(), "m").name == "llama3");
+  CHECK(qlt::data::resolve_chat_template("chatml", tiny_tokenizer(), "m").name == "chatml");
+  CHECK(qlt::data::resolve_chat_template("llama3", tiny_tokenizer(), "m").name == "llama3");
   const auto auto_llama3 =
       qlt::data::resolve_chat_template("auto", llama3_bpe(), "tests/fixtures/tokenizer_bpe");
   CHECK(auto_llama3.name == "llama3");
   CHECK(qlt::data::end_of_turn_text(auto_llama3) == "<|eot_id|>");
-  CHECK_THROWS_WITH(qlt::data::resolve_chat_template("auto", tiny(), "data/tiny-llama"),
+  CHECK_THROWS_WITH(qlt::data::resolve_chat_template("auto", tiny_tokenizer(), "data/tiny-llama"),
                     Contains("the model data/tiny-llama has no chat template") &&
                         Contains("llama2, llama3, chatml"));
-  CHECK_THROWS_AS(qlt::data::resolve_chat_template("vicuna", tiny(), "m"), qlt::UserError);
+  CHECK_THROWS_AS(qlt::data::resolve_chat_template("vicuna", tiny_tokenizer(), "m"),
+                  qlt::UserError);
 }
 
 TEST_CASE("BOS conventions: the tokenizer's for text, the template's bos_token always",
           "[data][templates]") {
   // The tiny tokenizer adds BOS by default (tokenizer_config.json add_bos_token: true).
-  REQUIRE(tiny().add_bos_by_default());
-  const auto text = qlt::data::tokenize_segments(tiny(), qlt::data::text_segments("And God"));
-  CHECK(text.ids == tiny().encode("And God", true, true));
+  REQUIRE(tiny_tokenizer().add_bos_by_default());
+  const auto text =
+      qlt::data::tokenize_segments(tiny_tokenizer(), qlt::data::text_segments("And God"));
+  CHECK(text.ids == tiny_tokenizer().encode("And God", true, true));
   // A template's own bos_token is emitted whatever the tokenizer's default.
   const auto prompt = qlt::data::tokenize_segments(
-      tiny(), qlt::data::chat_prompt_segments({"llama2", ""}, {{"user", "Who?"}}));
-  CHECK(prompt.ids == tiny().encode("[INST] Who? [/INST]", true));
+      tiny_tokenizer(), qlt::data::chat_prompt_segments({"llama2", ""}, {{"user", "Who?"}}));
+  CHECK(prompt.ids == tiny_tokenizer().encode("[INST] Who? [/INST]", true));
 }
 
 TEST_CASE("continuations: the sentinel for SentencePiece, the text as is for byte-level BPE",
           "[data][templates][segments]") {
-  CHECK(qlt::data::tokenizer_marks_text_start(tiny()));
+  CHECK(qlt::data::tokenizer_marks_text_start(tiny_tokenizer()));
   CHECK_FALSE(qlt::data::tokenizer_marks_text_start(llama3_bpe()));
   // SentencePiece: mid-string "God" has no dummy prefix, so it differs from a fresh "God".
-  CHECK(qlt::data::encode_continuation(tiny(), "God") != tiny().encode("God", false));
+  CHECK(qlt::data::encode_continuation(tiny_tokenizer(), "God") !=
+        tiny_tokenizer().encode("God", false));
   // BPE: the same ids, also where the sentinel newline would merge with the text.
   for (const std::string text : {"God", " God", "\n\nGod", "\n", "  \n x"}) {
     INFO(text);

@@ -5,51 +5,42 @@
 #include "core/errors.h"
 #include "data/text_dataset.h"
 #include "model/causal_lm_loss.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
-
-struct TempFile {
-  fs::path path = fs::temp_directory_path() /
-                  ("qlt-data-" + std::to_string(reinterpret_cast<uintptr_t>(this)) + ".jsonl");
-  explicit TempFile(const std::string& content) { std::ofstream(path) << content; }
-  ~TempFile() { fs::remove(path); }
-};
-
-const qlt::tokenizer::Tokenizer& tiny_tokenizer() {
-  static auto t = qlt::tokenizer::Tokenizer::load(fs::path(QLT_SOURCE_DIR) / "data/tiny-llama");
-  return t;
-}
+using qlt::test::TempJsonl;
+using qlt::test::tiny_tokenizer;
 
 }  // namespace
 
 TEST_CASE("text JSONL: documents in order, blank lines skipped", "[data]") {
-  TempFile f("{\"text\": \"a\"}\n\n{\"text\": \"b\", \"extra\": 1}\n");
+  TempJsonl f("{\"text\": \"a\"}\n\n{\"text\": \"b\", \"extra\": 1}\n");
   auto docs = qlt::data::read_documents(f.path, "text");
   CHECK(docs == std::vector<std::string>{"a", "b"});
 }
 
 TEST_CASE("text JSONL errors name file and line", "[data][errors]") {
   SECTION("invalid JSON") {
-    TempFile f("{\"text\": \"a\"}\n{oops\n");
+    TempJsonl f("{\"text\": \"a\"}\n{oops\n");
     REQUIRE_THROWS_WITH(qlt::data::read_documents(f.path, "text"),
                         Contains(f.path.string() + ":2: not valid JSON"));
   }
   SECTION("not an object") {
-    TempFile f("[1, 2]\n");
+    TempJsonl f("[1, 2]\n");
     REQUIRE_THROWS_WITH(qlt::data::read_documents(f.path, "text"),
                         Contains(":1: expected a JSON object"));
   }
   SECTION("text missing or not a string") {
-    TempFile f("{\"text\": \"a\"}\n{\"text\": 5}\n");
+    TempJsonl f("{\"text\": \"a\"}\n{\"text\": 5}\n");
     REQUIRE_THROWS_WITH(qlt::data::read_documents(f.path, "text"),
                         Contains(":2: format \"text\" needs a string field \"text\""));
   }
   SECTION("empty file") {
-    TempFile f("\n\n");
+    TempJsonl f("\n\n");
     REQUIRE_THROWS_WITH(qlt::data::read_documents(f.path, "text"), Contains("holds no documents"));
   }
   SECTION("missing file") {
@@ -57,7 +48,7 @@ TEST_CASE("text JSONL errors name file and line", "[data][errors]") {
                         Contains("dataset /no/such.jsonl does not exist"));
   }
   SECTION("unknown format") {
-    TempFile f("{\"text\": \"a\"}\n");
+    TempJsonl f("{\"text\": \"a\"}\n");
     REQUIRE_THROWS_AS(qlt::data::read_documents(f.path, "csv"), qlt::UserError);
   }
 }

@@ -35,6 +35,7 @@
 #include "quant/ggml_dequantize.h"
 #include "quant/ggml_quantize.h"
 #include "quant/weight_format.h"
+#include "test_common.h"
 #include "test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,12 +47,11 @@ using qlt::exporter::GgufExportOptions;
 using qlt::exporter::GgufFileType;
 using qlt::io::GgmlType;
 using qlt::model::LlamaModel;
+using qlt::test::kFixtures;
+using qlt::test::kLlamaGqaF32Gguf;
+using qlt::test::kRoot;
+using qlt::test::kSmolLm2Gguf;
 using qlt::test::TempDir;
-
-const fs::path kRoot = QLT_SOURCE_DIR;
-const fs::path kFixtures = kRoot / "tests/fixtures";
-const fs::path kGqaGguf = kFixtures / "gguf_llama/llama_gqa-f32.gguf";
-const fs::path kSmolLm2 = kRoot / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 const std::vector<GgufFileType> kAllTypes = {GgufFileType::kF16, GgufFileType::kBF16,
                                              GgufFileType::kQ8_0, GgufFileType::kQ4_0,
@@ -61,11 +61,11 @@ const char* const kLinearGguf[] = {"attn_q",   "attn_k", "attn_v",  "attn_output
 
 std::string name_of(GgufFileType t) { return std::string(qlt::exporter::gguf_file_type_name(t)); }
 
-std::span<const uint8_t> bytes_of(const qlt::io::GgufFile& f, const std::string& name) {
+std::span<const uint8_t> gguf_tensor_data(const qlt::io::GgufFile& f, const std::string& name) {
   return f.tensor_bytes(f.tensor(name));
 }
 
-bool same_bytes(std::span<const uint8_t> a, std::span<const uint8_t> b) {
+bool same_span_bytes(std::span<const uint8_t> a, std::span<const uint8_t> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
@@ -97,8 +97,8 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
 // model (as exported) on `ids` to <dir>/<name>.logits.safetensors (input_ids, logits fp32), and
 // our decoding of the file's tensors (quant::ggml_dequantize, fp32, GGUF names and row order;
 // the first and last decoder layers and every global tensor) to <name>.tensors.safetensors.
-void keep(const fs::path& file, const std::string& name, const LlamaModel& model,
-          const at::Tensor& ids) {
+void keep_gguf_export(const fs::path& file, const std::string& name, const LlamaModel& model,
+                      const at::Tensor& ids) {
   const char* dir = std::getenv("QLT_KEEP_GGUF_EXPORTS");
   if (dir == nullptr || *dir == '\0') return;
   fs::create_directories(dir);
@@ -144,7 +144,7 @@ void perturb(const LlamaModel& model, at::Generator& gen) {
   }
 }
 
-qlt::AdapterConfig adapter_config(const std::string& type) {
+qlt::AdapterConfig gguf_adapter_config(const std::string& type) {
   qlt::AdapterConfig c;
   c.type = type;
   c.rank = 4;
@@ -161,9 +161,9 @@ TEST_CASE(
     "GGUF export of the tiny GQA model in every file type: metadata, vocabulary, types, "
     "weights, logits",
     "[gguf_export]") {
-  const LlamaModel src = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU);
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
-  const auto src_file = qlt::io::GgufFile::open(kGqaGguf);
+  const LlamaModel src = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
+  const auto src_file = qlt::io::GgufFile::open(kLlamaGqaF32Gguf);
   at::manual_seed(7);
   const at::Tensor ids = at::randint(3, 96, {2, 12}, at::kLong);
   at::NoGradGuard no_grad;
@@ -184,8 +184,8 @@ TEST_CASE(
   for (GgufFileType type : kAllTypes) {
     DYNAMIC_SECTION("file type " << name_of(type)) {
       const fs::path out = tmp / ("llama_gqa-" + name_of(type) + ".gguf");
-      const auto report =
-          qlt::exporter::write_gguf_model(out, src, tok, type, GgufExportOptions{"", kGqaGguf});
+      const auto report = qlt::exporter::write_gguf_model(out, src, tok, type,
+                                                          GgufExportOptions{"", kLlamaGqaF32Gguf});
       const GgmlType linear = qlt::exporter::gguf_linear_type(type);
       const auto f = qlt::io::GgufFile::open(out);
       CHECK(f.get_string("general.architecture") == "llama");
@@ -269,7 +269,7 @@ TEST_CASE(
       const auto tok_back = qlt::tokenizer::Tokenizer::load(out);
       const std::string text = "In the beginning God created the heaven and the earth.";
       CHECK(tok_back.encode(text, true) == tok.encode(text, true));
-      keep(out, "llama_gqa-" + name_of(type), back, ids);
+      keep_gguf_export(out, "llama_gqa-" + name_of(type), back, ids);
     }
   }
 }
@@ -278,8 +278,8 @@ TEST_CASE(
     "GGUF Q8_0 / Q4_1 exports: linears and norms byte-identical to llama.cpp's converter "
     "and gguf.quants",
     "[gguf_export]") {
-  const LlamaModel src = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU);
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  const LlamaModel src = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
   TempDir tmp;
   // llama_gqa-q8_0.gguf: convert_hf_to_gguf.py --outtype q8_0; llama_gqa-q4_1.gguf: the f32
   // file's linears through gguf.quants.quantize(Q4_1) (tests/fixtures/gguf_llama/README.md).
@@ -302,7 +302,7 @@ TEST_CASE(
       }
       CHECK(o->type == t.type);
       CHECK(o->dims == t.dims);
-      CHECK(same_bytes(ours.tensor_bytes(*o), ref.tensor_bytes(t)));
+      CHECK(same_span_bytes(ours.tensor_bytes(*o), ref.tensor_bytes(t)));
       ++compared;
     }
     CHECK(compared == 19);
@@ -331,7 +331,7 @@ TEST_CASE("A Q4_1 GGUF loaded as INT4 g32 exports to Q4_1 with every tensor's by
     const auto* o = ours.find_tensor(t.name);
     REQUIRE(o != nullptr);
     CHECK(o->type == t.type);
-    CHECK(same_bytes(ours.tensor_bytes(*o), ref.tensor_bytes(t)));
+    CHECK(same_span_bytes(ours.tensor_bytes(*o), ref.tensor_bytes(t)));
   }
 }
 
@@ -340,21 +340,21 @@ TEST_CASE(
     "blocks, bit-identical logits",
     "[gguf_export]") {
   const qlt::quant::Int4Options int4{32};
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
   at::manual_seed(9);
   const at::Tensor ids = at::randint(3, 96, {2, 12}, at::kLong);
   TempDir tmp;
   for (const std::string kind : {"int4", "qa-blora", "l4q"}) {
     DYNAMIC_SECTION(kind) {
-      LlamaModel model = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU, int4);
+      LlamaModel model = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU, int4);
       if (kind != "int4") {
         // l4q on a dense base too: its merge writes its own INT4 codes.
         const qlt::quant::WeightFormat base =
             kind == "l4q" ? qlt::quant::WeightFormat(qlt::quant::DenseFormat{}) : int4;
-        if (kind == "l4q") model = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU);
+        if (kind == "l4q") model = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
         auto gen = at::make_generator<at::CPUGeneratorImpl>(kind == "l4q" ? 61 : 62);
         qlt::model::attach_adapters(
-            model, qlt::adapters::adapter_options(adapter_config(kind), base), gen);
+            model, qlt::adapters::adapter_options(gguf_adapter_config(kind), base), gen);
         perturb(model, gen);
         const auto merged = qlt::model::merge_adapters(model, int4);
         REQUIRE(merged.merged == 14);
@@ -391,7 +391,7 @@ TEST_CASE(
       CHECK(q8.max_abs_error > 0);
       CHECK(q8.overall_relative_error > 0);
       CHECK(q8.overall_relative_error < 0.02);
-      keep(out, "llama_gqa-" + kind + "-q4_1", back, ids);
+      keep_gguf_export(out, "llama_gqa-" + kind + "-q4_1", back, ids);
     }
   }
 }
@@ -449,7 +449,8 @@ TEST_CASE(
   const std::string text =
       "In the beginning God created the heaven and the earth. And the earth was without form, "
       "and void; and darkness was upon the face of the deep.";
-  keep(out, "tiny-llama-q8_0", back, at::tensor(tok.encode(text, true), at::kLong).unsqueeze(0));
+  keep_gguf_export(out, "tiny-llama-q8_0", back,
+                   at::tensor(tok.encode(text, true), at::kLong).unsqueeze(0));
 }
 
 TEST_CASE("GGUF export of a byte-level BPE tokenizer.json model with tied embeddings",
@@ -494,14 +495,14 @@ TEST_CASE("GGUF export of a byte-level BPE tokenizer.json model with tied embedd
                                  "<|begin_of_text|>naïve café 😀"}) {
     CHECK(tok_back.encode(text, true) == tok_ref.encode(text, true));
   }
-  keep(out, "llama_bpe-f16", back, ids);
+  keep_gguf_export(out, "llama_bpe-f16", back, ids);
 }
 
 TEST_CASE("GGUF export with llama3 RoPE scaling writes rope_freqs.weight", "[gguf_export]") {
   LlamaModel src = qlt::model::load_llama(kFixtures / "llama3_tied", at::kFloat, at::kCPU);
   REQUIRE(src.config.rope_scaling.llama3);
   // The model folder has no tokenizer: the tiny GGUF's 96-token vocabulary fits its embedding.
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
   TempDir tmp;
   const fs::path out = tmp / "llama3-f16.gguf";
   qlt::exporter::write_gguf_model(out, src, tok, GgufFileType::kF16);
@@ -526,24 +527,24 @@ TEST_CASE("GGUF export with llama3 RoPE scaling writes rope_freqs.weight", "[ggu
   // not read rope_freqs yet).
   encode_linears(src, GgmlType::F16);
   at::manual_seed(4);
-  keep(out, "llama3_tied-f16", src, at::randint(3, 96, {1, 24}, at::kLong));
+  keep_gguf_export(out, "llama3_tied-f16", src, at::randint(3, 96, {1, 24}, at::kLong));
 }
 
 TEST_CASE("GGUF export refuses a model with adapters and a vocabulary larger than the model",
           "[gguf_export][errors]") {
-  LlamaModel model = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU);
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  LlamaModel model = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
   TempDir tmp;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
   qlt::model::attach_adapters(
-      model, qlt::adapters::adapter_options(adapter_config("lora"), qlt::quant::DenseFormat{}),
+      model, qlt::adapters::adapter_options(gguf_adapter_config("lora"), qlt::quant::DenseFormat{}),
       gen);
   REQUIRE_THROWS_WITH(
       qlt::exporter::write_gguf_model(tmp / "a.gguf", model, tok, GgufFileType::kQ8_0),
       Contains("the model still has adapters attached; merge them"));
   CHECK(!fs::exists(tmp / "a.gguf"));
   // data/tiny-llama's 2048-piece tokenizer.model on the 96-row model.
-  const LlamaModel plain = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU);
+  const LlamaModel plain = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
   const auto big = qlt::tokenizer::Tokenizer::load(kRoot / "data/tiny-llama");
   REQUIRE_THROWS_WITH(
       qlt::exporter::write_gguf_model(tmp / "b.gguf", plain, big, GgufFileType::kQ8_0),
@@ -562,23 +563,23 @@ TEST_CASE(
     "SmolLM2's Q4_1 GGUF exports to Q4_1 byte for byte: same tensors, same size, same "
     "logits",
     "[gguf_export][smollm2]") {
-  if (!fs::exists(kSmolLm2)) {
-    if (std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2 << " is missing");
-    WARN("SKIPPED: " << kSmolLm2 << " is absent (scripts/models/smollm2.sh fetches it)");
+  if (!fs::exists(kSmolLm2Gguf)) {
+    if (std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2Gguf << " is missing");
+    WARN("SKIPPED: " << kSmolLm2Gguf << " is absent (scripts/models/smollm2.sh fetches it)");
     return;
   }
   const LlamaModel model =
-      qlt::model::load_llama(kSmolLm2, at::kFloat, at::kCPU, qlt::quant::Int4Options{32});
-  const auto tok = qlt::tokenizer::Tokenizer::load(kSmolLm2);
+      qlt::model::load_llama(kSmolLm2Gguf, at::kFloat, at::kCPU, qlt::quant::Int4Options{32});
+  const auto tok = qlt::tokenizer::Tokenizer::load(kSmolLm2Gguf);
   TempDir tmp;
   const fs::path out = tmp / "smollm2-q4_1.gguf";
   const auto report = qlt::exporter::write_gguf_model(out, model, tok, GgufFileType::kQ4_1,
-                                                      GgufExportOptions{"", kSmolLm2});
+                                                      GgufExportOptions{"", kSmolLm2Gguf});
   WARN(qlt::exporter::describe(report));
   CHECK(report.as_stored == 30 * 7);
   CHECK(report.requantized == 0);
   const auto ours = qlt::io::GgufFile::open(out);
-  const auto src = qlt::io::GgufFile::open(kSmolLm2);
+  const auto src = qlt::io::GgufFile::open(kSmolLm2Gguf);
   REQUIRE(ours.tensors().size() == src.tensors().size());
   for (const auto& t : src.tensors()) {
     INFO(t.name);
@@ -586,7 +587,7 @@ TEST_CASE(
     REQUIRE(o != nullptr);
     CHECK(o->type == t.type);  // token_embd stays Q8_0: its values are exactly Q8_0's
     CHECK(o->dims == t.dims);
-    CHECK(same_bytes(ours.tensor_bytes(*o), src.tensor_bytes(t)));
+    CHECK(same_span_bytes(ours.tensor_bytes(*o), src.tensor_bytes(t)));
   }
   for (const auto& [key, value] : src.metadata()) {
     if (!key.starts_with("tokenizer.") && !key.starts_with("llama.") && key != "general.name")
@@ -609,14 +610,15 @@ TEST_CASE(
   const auto ids = at::tensor(tok.encode(text, false), at::kLong).unsqueeze(0);
   at::NoGradGuard no_grad;
   CHECK(at::equal(back.logits(ids), model.logits(ids)));
-  keep(out, "smollm2-q4_1", back, ids);
+  keep_gguf_export(out, "smollm2-q4_1", back, ids);
   if (std::getenv("QLT_KEEP_GGUF_EXPORTS") != nullptr) {
     // The other file types, for scripts/fixtures/check_gguf_export.py.
     for (GgufFileType type :
          {GgufFileType::kF16, GgufFileType::kBF16, GgufFileType::kQ8_0, GgufFileType::kQ4_0}) {
       const fs::path p = tmp / ("smollm2-" + name_of(type) + ".gguf");
       WARN(qlt::exporter::describe(qlt::exporter::write_gguf_model(p, model, tok, type)));
-      keep(p, "smollm2-" + name_of(type), qlt::model::load_llama(p, at::kFloat, at::kCPU), ids);
+      keep_gguf_export(p, "smollm2-" + name_of(type),
+                       qlt::model::load_llama(p, at::kFloat, at::kCPU), ids);
     }
   }
 }
@@ -625,7 +627,7 @@ TEST_CASE(
     "a merged GGUF export streams: each linear is merged when written, once, in file order, "
     "into the same bytes as merging first",
     "[gguf_export]") {
-  const auto tok = qlt::tokenizer::Tokenizer::load(kGqaGguf);
+  const auto tok = qlt::tokenizer::Tokenizer::load(kLlamaGqaF32Gguf);
   const qlt::quant::Int4Options int4{32};
   TempDir tmp;
   for (const std::string kind : {"qa-blora", "lora"}) {
@@ -637,10 +639,10 @@ TEST_CASE(
       const qlt::quant::WeightFormat target =
           qa ? qlt::quant::WeightFormat(int4) : qlt::quant::WeightFormat(qlt::quant::DenseFormat{});
       const GgufFileType type = qa ? GgufFileType::kQ4_1 : GgufFileType::kQ8_0;
-      LlamaModel model = qlt::model::load_llama(kGqaGguf, at::kFloat, at::kCPU, base);
+      LlamaModel model = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU, base);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(63);
-      qlt::model::attach_adapters(model, qlt::adapters::adapter_options(adapter_config(kind), base),
-                                  gen);
+      qlt::model::attach_adapters(
+          model, qlt::adapters::adapter_options(gguf_adapter_config(kind), base), gen);
       perturb(model, gen);
 
       // Streamed: the model keeps its adapters; the writer asks for each merged linear.
@@ -653,7 +655,7 @@ TEST_CASE(
         asked.emplace_back(layer, linear);
         return merged.weight(layer, linear);
       };
-      GgufExportOptions options{"m", kGqaGguf};
+      GgufExportOptions options{"m", kLlamaGqaF32Gguf};
       options.linears = counting;
       const auto streamed =
           qlt::exporter::write_gguf_model(tmp / "streamed.gguf", model, tok, type, options);
@@ -666,7 +668,7 @@ TEST_CASE(
       // Merged first, then written: the same file and the same merge report.
       const auto merged_first = qlt::model::merge_adapters(model, target);
       qlt::exporter::write_gguf_model(tmp / "merged.gguf", model, tok, type,
-                                      GgufExportOptions{"m", kGqaGguf});
+                                      GgufExportOptions{"m", kLlamaGqaF32Gguf});
       CHECK(qlt::test::read_bytes(tmp / "streamed.gguf") ==
             qlt::test::read_bytes(tmp / "merged.gguf"));
       CHECK(streamed_report.merged == merged_first.merged);

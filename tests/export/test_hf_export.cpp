@@ -18,6 +18,7 @@
 #include "io/safetensors_test_util.h"
 #include "model/adapter_test_util.h"
 #include "model/llama.h"
+#include "test_common.h"
 #include "test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -30,26 +31,17 @@ using qlt::exporter::ExportFormat;
 using qlt::exporter::ExportInput;
 using qlt::exporter::ExportOutput;
 using qlt::exporter::ExportSummary;
+using qlt::test::kRoot;
+using qlt::test::kTinyLlama;
+using qlt::test::read_json;
 using qlt::test::require_user_error;
 using qlt::test::TempDir;
+using qlt::test::tiny_tokenizer;
 namespace model = qlt::model;
-
-const fs::path kRoot = QLT_SOURCE_DIR;
-const fs::path kTiny = kRoot / "data/tiny-llama";
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
-const qlt::tokenizer::Tokenizer& tiny_tokenizer() {
-  static const auto tokenizer = qlt::tokenizer::Tokenizer::load(kTiny);
-  return tokenizer;
-}
 
 // tiny-llama on an NF4 base with trained-looking LoRA adapters (random, non-zero B).
 model::LlamaModel tiny_with_adapters(const qlt::quant::WeightFormat& format) {
-  auto m = model::load_llama(kTiny, at::kFloat, at::kCPU, format);
+  auto m = model::load_llama(kTinyLlama, at::kFloat, at::kCPU, format);
   qlt::AdapterConfig c;
   c.rank = 4;
   c.alpha = 8;
@@ -112,7 +104,7 @@ TEST_CASE("hf-bf16 of a merged NF4 + LoRA model loads back with the merged logit
   const auto report = model::merge_adapters(m, qlt::quant::DenseFormat{});
   CHECK(report.merged == 28);
   const fs::path out = tmp / "hf";
-  const ExportSummary summary = export_to("hf-bf16", m, kTiny, out);
+  const ExportSummary summary = export_to("hf-bf16", m, kTinyLlama, out);
 
   std::vector<std::string> names;
   for (const auto& [file, bytes] : summary.files) names.push_back(file);
@@ -121,7 +113,7 @@ TEST_CASE("hf-bf16 of a merged NF4 + LoRA model loads back with the merged logit
                                           "tokenizer.model", "tokenizer_config.json"});
   CHECK(summary.total_bytes() > 2'600'000);
   for (const char* file : {"tokenizer.model", "tokenizer_config.json", "generation_config.json"})
-    CHECK(qlt::test::read_bytes(out / file) == qlt::test::read_bytes(kTiny / file));
+    CHECK(qlt::test::read_bytes(out / file) == qlt::test::read_bytes(kTinyLlama / file));
 
   // Hugging Face's names, in its order, every tensor bf16; config.json the source's, in bf16.
   const auto file = qlt::io::SafetensorsFile::open(out / "model.safetensors");
@@ -136,7 +128,7 @@ TEST_CASE("hf-bf16 of a merged NF4 + LoRA model loads back with the merged logit
   json config = read_json(out / "config.json");
   CHECK(config["torch_dtype"] == "bfloat16");
   CHECK(config["dtype"] == "bfloat16");
-  json source_config = read_json(kTiny / "config.json");
+  json source_config = read_json(kTinyLlama / "config.json");
   config.erase("torch_dtype");
   config.erase("dtype");
   source_config.erase("torch_dtype");
@@ -149,17 +141,17 @@ TEST_CASE("hf-bf16 of a merged NF4 + LoRA model loads back with the merged logit
   at::NoGradGuard no_grad;
   CHECK(at::equal(reloaded.logits(ids), bf16_rounded(m).logits(ids)));
   // (and the merge did something: the unmerged base is another model)
-  const auto base = model::load_llama(kTiny, at::kFloat, at::kCPU, qlt::quant::Nf4Options{});
+  const auto base = model::load_llama(kTinyLlama, at::kFloat, at::kCPU, qlt::quant::Nf4Options{});
   CHECK_FALSE(at::allclose(reloaded.logits(ids), base.logits(ids), 1e-3, 1e-3));
 }
 
 TEST_CASE("hf-bf16 shards like save_pretrained and the shards load back", "[hf_export]") {
   TempDir tmp;
-  auto m = model::load_llama(kTiny, at::kFloat, at::kCPU);
-  export_to("hf-bf16", m, kTiny, tmp / "one");
+  auto m = model::load_llama(kTinyLlama, at::kFloat, at::kCPU);
+  export_to("hf-bf16", m, kTinyLlama, tmp / "one");
   // 600 kB shards: the 524 kB embedding fits one, the decoder layers fill the others.
   const int64_t limit = 600'000;
-  export_to("hf-bf16", m, kTiny, tmp / "sharded", limit);
+  export_to("hf-bf16", m, kTinyLlama, tmp / "sharded", limit);
 
   const json index = read_json(tmp / "sharded/model.safetensors.index.json");
   const auto& weight_map = index["weight_map"];
@@ -259,9 +251,9 @@ TEST_CASE("hf-bf16 of a GGUF source synthesizes config.json and tokenizer files"
 TEST_CASE("export peft writes the adapter as trained", "[hf_export][peft]") {
   TempDir tmp;
   const auto m = tiny_with_adapters(qlt::quant::Nf4Options{});
-  export_to("peft", m, kTiny, tmp / "peft");
+  export_to("peft", m, kTinyLlama, tmp / "peft");
   const auto adapter = qlt::exporter::read_peft_adapter(tmp / "peft");
-  CHECK(adapter.base_model_name_or_path == kTiny.string());
+  CHECK(adapter.base_model_name_or_path == kTinyLlama.string());
   const auto expected = model::peft_lora_tensors(m);
   REQUIRE(adapter.tensors.size() == expected.size());
   for (const auto& [name, t] : expected) {
@@ -344,7 +336,7 @@ TEST_CASE("export output is atomic: no --out on failure, --overwrite swaps", "[h
                        {"is a file, not a folder"});
     require_user_error(
         [&] {
-          qlt::exporter::check_export_target(hf, out, true, {out / "final", kTiny});
+          qlt::exporter::check_export_target(hf, out, true, {out / "final", kTinyLlama});
         },
         {"an input of this export"});
   }

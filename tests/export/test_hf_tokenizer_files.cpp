@@ -22,6 +22,7 @@
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
 #include "io/safetensors_test_util.h"
+#include "test_common.h"
 #include "test_paths.h"
 #include "tokenizer/bpe_test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -32,22 +33,17 @@ namespace fs = std::filesystem;
 namespace bpe = qlt::test::bpe;
 using nlohmann::json;
 using qlt::exporter::write_hf_tokenizer_from_gguf;
+using qlt::test::kRoot;
+using qlt::test::read_json;
 using qlt::test::require_user_error;
 using qlt::test::TempDir;
 using qlt::tokenizer::Tokenizer;
 
-const fs::path kRoot = QLT_SOURCE_DIR;
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  return json::parse(in);
-}
-
 // QLT_KEEP_HF_TOKENIZER_EXPORTS=<dir>: copies the folder's files to <dir>/<name>/, and writes
 // the GGUF tokenizer's ids of the corpus to <dir>/<name>.qlt_ids.jsonl, one row per text:
 // {"ids": without BOS/EOS, "with_special": with them as the GGUF says}.
-void keep(const fs::path& folder, const std::string& name, const Tokenizer& gguf) {
+void keep_hf_tokenizer_export(const fs::path& folder, const std::string& name,
+                              const Tokenizer& gguf) {
   const char* dir = std::getenv("QLT_KEEP_HF_TOKENIZER_EXPORTS");
   if (dir == nullptr || *dir == '\0') return;
   const fs::path out = fs::path(dir) / name;
@@ -74,13 +70,13 @@ bool has_special_token_text(const Tokenizer& tok, const std::string& text) {
   return false;
 }
 
-struct Written {
+struct WrittenHfFolder {
   std::vector<std::pair<std::string, int64_t>> files;
   std::set<std::string> names;
 };
 
-Written write(const fs::path& gguf, const fs::path& dir) {
-  Written w{write_hf_tokenizer_from_gguf(gguf, dir), {}};
+WrittenHfFolder write_hf_folder(const fs::path& gguf, const fs::path& dir) {
+  WrittenHfFolder w{write_hf_tokenizer_from_gguf(gguf, dir), {}};
   for (const auto& [name, bytes] : w.files) {
     INFO(name);
     CHECK(fs::file_size(dir / name) == static_cast<uintmax_t>(bytes));
@@ -125,7 +121,7 @@ size_t require_same_tokenizer(const Tokenizer& folder, const Tokenizer& gguf, bo
   return compared;
 }
 
-struct Fixture {
+struct HfTokenizerFixture {
   std::string name;  // folder name for QLT_KEEP_HF_TOKENIZER_EXPORTS
   fs::path gguf;
   fs::path expected;  // llama.cpp's ids, or empty
@@ -133,10 +129,10 @@ struct Fixture {
 
 // Byte-level GGUF vocabularies: the folder's tokenizer.json gives llama.cpp's ids on the whole
 // corpus, special tokens typed in the text included, and decodes back to the text.
-void check_byte_level(const Fixture& f) {
+void check_byte_level(const HfTokenizerFixture& f) {
   INFO(f.gguf.filename().string());
   TempDir dir;
-  const Written w = write(f.gguf, dir.path);
+  const WrittenHfFolder w = write_hf_folder(f.gguf, dir.path);
   CHECK(w.names == std::set<std::string>{"tokenizer.json", "tokenizer_config.json",
                                          "special_tokens_map.json", "generation_config.json"});
   const auto folder = Tokenizer::load(dir.path);
@@ -147,7 +143,7 @@ void check_byte_level(const Fixture& f) {
   const json config = read_json(dir / "tokenizer_config.json");
   CHECK(config["tokenizer_class"] == "PreTrainedTokenizerFast");
   CHECK(config["clean_up_tokenization_spaces"] == false);
-  keep(dir.path, f.name, gguf);
+  keep_hf_tokenizer_export(dir.path, f.name, gguf);
 }
 
 }  // namespace
@@ -247,15 +243,15 @@ TEST_CASE("hf tokenizer files of a byte-level GGUF say what transformers needs",
 
 TEST_CASE("hf tokenizer files of SentencePiece GGUF vocabularies load back with their ids",
           "[hf_tokenizer]") {
-  const std::vector<Fixture> fixtures = {
+  const std::vector<HfTokenizerFixture> fixtures = {
       {"tiny_llama_spm", bpe::gguf_dir() / "tiny_llama_spm.gguf",
        bpe::gguf_dir() / "expected_tiny_llama_spm.jsonl"},
       {"llama_gqa-f32", kRoot / "tests/fixtures/gguf_llama/llama_gqa-f32.gguf", ""},
   };
-  for (const Fixture& f : fixtures) {
+  for (const HfTokenizerFixture& f : fixtures) {
     INFO(f.gguf.filename().string());
     TempDir dir;
-    const Written w = write(f.gguf, dir.path);
+    const WrittenHfFolder w = write_hf_folder(f.gguf, dir.path);
     CHECK(w.names == std::set<std::string>{"tokenizer.json", "tokenizer.model",
                                            "tokenizer_config.json", "special_tokens_map.json",
                                            "generation_config.json"});
@@ -305,7 +301,7 @@ TEST_CASE("hf tokenizer files of SentencePiece GGUF vocabularies load back with 
     CHECK(config["eos_token"] == "</s>");
     CHECK(config["unk_token"] == "<unk>");
     CHECK(config["pad_token"].is_null());
-    keep(dir.path, f.name, gguf);
+    keep_hf_tokenizer_export(dir.path, f.name, gguf);
   }
 }
 

@@ -15,37 +15,26 @@
 #include "io/safetensors_test_util.h"
 #include "model/adapter_test_util.h"
 #include "model/llama.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
-using qlt::test::adapter_opts;
-using qlt::test::lora_params;
-
 namespace fs = std::filesystem;
 using nlohmann::json;
+using qlt::test::adapter_opts;
+using qlt::test::kFixtures;
+using qlt::test::load_llama_gqa;
+using qlt::test::lora_params;
+using qlt::test::read_json;
 using qlt::test::TempDir;
+using qlt::test::write_bytes;
 
-const fs::path kFixtures = fs::path(QLT_SOURCE_DIR) / "tests/fixtures";
 const fs::path kPeftAdapter = kFixtures / "lora_llama_gqa/adapter";
-
-qlt::model::LlamaModel load_base() {
-  return qlt::model::load_llama(kFixtures / "llama_gqa", at::kFloat, at::kCPU);
-}
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return json::parse(in);
-}
-
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::trunc);
-  out << text;
-}
 
 // A model with trained-looking adapters (random, non-zero B) attached.
 qlt::model::LlamaModel model_with_adapters(const qlt::AdapterConfig& options) {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(17);
   qlt::model::attach_adapters(model, adapter_opts(options), gen);
   at::NoGradGuard no_grad;
@@ -62,12 +51,12 @@ fs::path edited_copy(const TempDir& tmp, const std::function<void(json&)>& edit)
   fs::copy_file(kPeftAdapter / "adapter_model.safetensors", dir / "adapter_model.safetensors");
   auto config = read_json(kPeftAdapter / "adapter_config.json");
   edit(config);
-  write_text(dir / "adapter_config.json", config.dump(2));
+  write_bytes(dir / "adapter_config.json", config.dump(2));
   return dir;
 }
 
 std::string load_error(const fs::path& dir) {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   try {
     qlt::exporter::load_peft_adapter(model, dir, qlt::quant::DenseFormat{});
   } catch (const qlt::UserError& e) {
@@ -112,7 +101,7 @@ TEST_CASE("PEFT adapter round trip: write, read back, same options, tensors and 
   auto file = qlt::io::SafetensorsFile::open(out / "adapter_model.safetensors");
   CHECK(file.metadata() == std::map<std::string, std::string>{{"format", "pt"}});
 
-  auto reloaded = load_base();
+  auto reloaded = load_llama_gqa();
   qlt::exporter::load_peft_adapter(reloaded, out, qlt::quant::DenseFormat{});
   auto ids = at::randint(3, 96, {2, 7}, at::kLong);
   at::NoGradGuard no_grad;
@@ -256,7 +245,7 @@ TEST_CASE("bad PEFT adapter folder or JSON: UserError naming the file", "[export
   CHECK_THAT(load_error(tmp / "empty"),
              Catch::Matchers::Contains((tmp / "empty/adapter_config.json").string()));
   auto dir = edited_copy(tmp, [](json&) {});
-  write_text(dir / "adapter_config.json", "{\"r\": 4,");
+  write_bytes(dir / "adapter_config.json", "{\"r\": 4,");
   CHECK_THAT(load_error(dir), Catch::Matchers::Contains("adapter_config.json:1:9: not valid JSON"));
   fs::copy_file(kPeftAdapter / "adapter_config.json", dir / "adapter_config.json",
                 fs::copy_options::overwrite_existing);
@@ -288,7 +277,7 @@ TEST_CASE("adapter tensors that do not fit the model or config: one UserError wi
     fs::remove(dir / "adapter_config.json");
     auto config = read_json(kPeftAdapter / "adapter_config.json");
     config["r"] = 8;
-    write_text(dir / "adapter_config.json", config.dump());
+    write_bytes(dir / "adapter_config.json", config.dump());
     auto message = load_error(dir);
     CHECK_THAT(message, Catch::Matchers::Contains(file));
     CHECK_THAT(message, Catch::Matchers::Contains(q_a + " has shape [4, 64], expected [8, 64]"));
@@ -357,7 +346,7 @@ TEST_CASE("writes an adapter and its logits for the PEFT load check",
   }
   qlt::io::save_safetensors(out / "logits.safetensors", {{"input_ids", ids}, {"logits", logits}});
   // Our own reader reproduces the logits from the files.
-  auto reloaded = load_base();
+  auto reloaded = load_llama_gqa();
   qlt::exporter::load_peft_adapter(reloaded, out / "adapter", qlt::quant::DenseFormat{});
   auto file = qlt::io::SafetensorsFile::open(out / "logits.safetensors");
   at::NoGradGuard no_grad;

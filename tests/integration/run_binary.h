@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "test_common.h"  // read_text
 #include "test_paths.h"
 
 namespace qlt::test {
@@ -21,12 +22,8 @@ struct RunResult {
   std::string out, err;
 };
 
-inline std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+// Whether SIGKILL ended the run (the shell reports 128 + 9; -1: the binary itself was killed).
+inline bool killed(const RunResult& r) { return r.exit_code == 128 + 9 || r.exit_code == -1; }
 
 // `args` is appended to the binary's path as is (a shell word list); runs in the repo root.
 // `env` ("NAME=value ...") is set for the binary only.

@@ -10,6 +10,7 @@
 #include "integration/run_binary.h"
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "test_common.h"
 
 namespace {
 
@@ -17,19 +18,18 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 using qlt::test::check_bad_input;
+using qlt::test::kRoot;
+using qlt::test::kTinyLlama;
 using qlt::test::run_qlora_train;
 using qlt::test::TempDir;
 
-const fs::path kSource = QLT_SOURCE_DIR;
-const fs::path kTiny = kSource / "data/tiny-llama";
-
 // A config in `dir` for the tiny model: eval on a few windows of the KJV eval chapters, and
 // train on WordNet into dir/run. `edit` changes it first.
-fs::path write_config(const TempDir& dir, const std::function<void(json&)>& edit = {}) {
-  json config = {{"model", {{"path", kTiny.string()}, {"compute_dtype", "float32"}}},
+fs::path write_bad_input_config(const TempDir& dir, const std::function<void(json&)>& edit = {}) {
+  json config = {{"model", {{"path", kTinyLlama.string()}, {"compute_dtype", "float32"}}},
                  {"data",
-                  {{"train", (kSource / "data/wordnet/train.jsonl").string()},
-                   {"eval", (kSource / "data/kjv/eval.jsonl").string()},
+                  {{"train", (kRoot / "data/wordnet/train.jsonl").string()},
+                   {"eval", (kRoot / "data/kjv/eval.jsonl").string()},
                    {"format", "text"},
                    {"max_seq_len", 64}}},
                  {"training", {{"device", "cpu"}, {"threads", 1}, {"max_steps", 1}}},
@@ -54,8 +54,8 @@ std::string long_path() {
 fs::path model_with_dtype(const TempDir& tmp, const std::string& name, at::ScalarType dtype) {
   const fs::path dir = tmp / "model";
   fs::create_directories(dir);
-  for (const char* f : {"config.json", "tokenizer.model"}) fs::copy_file(kTiny / f, dir / f);
-  const auto file = qlt::io::SafetensorsFile::open(kTiny / "model.safetensors");
+  for (const char* f : {"config.json", "tokenizer.model"}) fs::copy_file(kTinyLlama / f, dir / f);
+  const auto file = qlt::io::SafetensorsFile::open(kTinyLlama / "model.safetensors");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& info : file.tensors()) {
     at::Tensor t = file.tensor(info.name);
@@ -95,7 +95,7 @@ TEST_CASE("no command at all lists the commands", "[integration][cli]") {
 TEST_CASE("a model.path that does not exist or is a file says so, for every command",
           "[integration][cli][model_path]") {
   TempDir tmp;
-  const fs::path config = write_config(tmp);
+  const fs::path config = write_bad_input_config(tmp);
   const fs::path missing = tmp / "no-such-model";
   const fs::path gguf = tmp / "tiny.Q4_K_M.gguf";
   std::ofstream(gguf) << "GGUF";  // the magic, then nothing: a GGUF file, truncated
@@ -110,9 +110,10 @@ TEST_CASE("a model.path that does not exist or is a file says so, for every comm
                     {"model.path " + missing.string() + " does not exist",
                      "set model.path to a Hugging Face LLaMA model folder (config.json, "
                      "*.safetensors, tokenizer.model)"});
-    check_bad_input(run_qlora_train(base + " --set model.path=" + quoted(kTiny / "config.json")),
-                    {"model.path " + (kTiny / "config.json").string() + " is a file, not a folder",
-                     "set model.path to a Hugging Face LLaMA model folder"});
+    check_bad_input(
+        run_qlora_train(base + " --set model.path=" + quoted(kTinyLlama / "config.json")),
+        {"model.path " + (kTinyLlama / "config.json").string() + " is a file, not a folder",
+         "set model.path to a Hugging Face LLaMA model folder"});
     // A GGUF file is a model.path: this one is read, and found truncated (quantize, which
     // reads Hugging Face folders only, names the path).
     check_bad_input(run_qlora_train(base + " --set model.path=" + quoted(gguf)),
@@ -129,8 +130,10 @@ TEST_CASE("a tokenizer.model that is a folder is named", "[integration][cli][mod
   TempDir tmp;
   const fs::path model = tmp / "model";
   fs::create_directories(model / "tokenizer.model");
-  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kTiny / f, model / f);
-  const fs::path config = write_config(tmp, [&](json& c) { c["model"]["path"] = model.string(); });
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(kTinyLlama / f, model / f);
+  const fs::path config =
+      write_bad_input_config(tmp, [&](json& c) { c["model"]["path"] = model.string(); });
   for (const std::string command : {"train", "eval", "inspect"}) {
     INFO(command);
     check_bad_input(run_qlora_train(command + " --config " + quoted(config)),
@@ -146,7 +149,7 @@ TEST_CASE("a path of 100,000 characters is refused as too long wherever a path i
           "[integration][cli][long_path]") {
   TempDir tmp;
   const std::string path = long_path();
-  const fs::path config = write_config(tmp);
+  const fs::path config = write_bad_input_config(tmp);
   const std::string too_long = "is too long (100000 characters; the system allows";
   const std::string c = " --config " + quoted(config);
   SECTION("model.path") {
@@ -185,7 +188,7 @@ TEST_CASE("a weight of a dtype NF4 cannot quantize is named, with what to do",
   SECTION("float64 under NF4: named; without quantization: converted") {
     const fs::path model = model_with_dtype(tmp, kQProj, at::kDouble);
     const fs::path config =
-        write_config(tmp, [&](json& c) { c["model"]["path"] = model.string(); });
+        write_bad_input_config(tmp, [&](json& c) { c["model"]["path"] = model.string(); });
     for (const std::string command : {"eval", "inspect"}) {
       INFO(command);
       check_bad_input(
@@ -202,7 +205,7 @@ TEST_CASE("a weight of a dtype NF4 cannot quantize is named, with what to do",
       TempDir each;
       const fs::path model = model_with_dtype(each, kQProj, dtype);
       const fs::path config =
-          write_config(each, [&](json& c) { c["model"]["path"] = model.string(); });
+          write_bad_input_config(each, [&](json& c) { c["model"]["path"] = model.string(); });
       const std::string name = dtype == at::kChar ? "I8" : "BOOL";
       INFO(name);
       check_bad_input(
@@ -241,7 +244,7 @@ TEST_CASE("quantize onto a full disk exits 1 naming the file, and leaves nothing
          << qlt::test::read_text(tmp / "probe") << ")");
     return;
   }
-  const fs::path config = write_config(tmp);
+  const fs::path config = write_bad_input_config(tmp);
   const std::string script = mount_it + " || exit 98\n'" QLT_BINARY "' quantize --config " +
                              quoted(config) + " --set quantization.type=nf4 --out " +
                              quoted(mount / "tiny-nf4") + " --log-level warn\nrc=$?\nls -A " +
@@ -262,7 +265,7 @@ TEST_CASE("quantize onto a full disk exits 1 naming the file, and leaves nothing
 TEST_CASE("quantize past the file size limit exits 1 naming the file",
           "[integration][cli][disk_full]") {
   TempDir tmp;
-  const fs::path config = write_config(tmp);
+  const fs::path config = write_bad_input_config(tmp);
   // SIGXFSZ ignored (inherited through exec), so the write fails with EFBIG instead of killing.
   const std::string script = "trap '' XFSZ\nulimit -f 256\n'" QLT_BINARY "' quantize --config " +
                              quoted(config) + " --set quantization.type=nf4 --out " +

@@ -25,7 +25,7 @@ struct ScratchModelDir {
 };
 
 // A bad-input run: exit code 2 and a one-line error on stderr that mentions `part`.
-void check_bad_input(const qlt::test::RunResult& r, const std::string& part) {
+void check_one_line_bad_input(const qlt::test::RunResult& r, const std::string& part) {
   qlt::test::check_bad_input(r, {part});
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);  // one line
 }
@@ -67,8 +67,8 @@ TEST_CASE("inspect summarizes config, parameters, tensors and memory", "[integra
 }
 
 TEST_CASE("eval bad input: missing model directory", "[integration][errors]") {
-  check_bad_input(run_qlora_train("eval " + kConfig + " --set model.path=/no/such/model"),
-                  "/no/such/model does not exist");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + " --set model.path=/no/such/model"),
+                           "/no/such/model does not exist");
 }
 
 TEST_CASE("eval bad input: config.json with a missing field", "[integration][errors]") {
@@ -76,34 +76,35 @@ TEST_CASE("eval bad input: config.json with a missing field", "[integration][err
   auto config = nlohmann::json::parse(read_text(m.dir / "config.json"));
   config.erase("num_attention_heads");
   std::ofstream(m.dir / "config.json") << config.dump();
-  check_bad_input(run_qlora_train("eval " + kConfig + m.set()),
-                  "missing field \"num_attention_heads\"");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + m.set()),
+                           "missing field \"num_attention_heads\"");
 }
 
 TEST_CASE("eval bad input: tokenizer.model that is not one", "[integration][errors]") {
   ScratchModelDir m;
   std::ofstream(m.dir / "tokenizer.model") << "this is not a sentencepiece model";
-  check_bad_input(run_qlora_train("eval " + kConfig + m.set()), "not a SentencePiece model");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + m.set()),
+                           "not a SentencePiece model");
 }
 
 TEST_CASE("eval bad input: dataset that does not exist", "[integration][errors]") {
-  check_bad_input(run_qlora_train("eval " + kConfig + " --set data.eval=data/nope.jsonl"),
-                  "dataset data/nope.jsonl does not exist");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + " --set data.eval=data/nope.jsonl"),
+                           "dataset data/nope.jsonl does not exist");
 }
 
 TEST_CASE("eval bad input: malformed dataset line names file and line", "[integration][errors]") {
   const fs::path bad =
       fs::temp_directory_path() / ("qlt-bad-" + std::to_string(::getpid()) + ".jsonl");
   std::ofstream(bad) << "{\"text\": \"fine\"}\n{\"text\": \"broken\"\n";
-  check_bad_input(run_qlora_train("eval " + kConfig + " --set data.eval=" + bad.string()),
-                  bad.string() + ":2: not valid JSON");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + " --set data.eval=" + bad.string()),
+                           bad.string() + ":2: not valid JSON");
   fs::remove(bad);
 }
 
 TEST_CASE("eval bad input: CUDA requested from a CPU build", "[integration][errors]") {
 #ifndef QLT_WITH_CUDA
-  check_bad_input(run_qlora_train("eval " + kConfig + " --set training.device=cuda"),
-                  "has no CUDA");
+  check_one_line_bad_input(run_qlora_train("eval " + kConfig + " --set training.device=cuda"),
+                           "has no CUDA");
 #endif
 }
 
@@ -151,7 +152,7 @@ TEST_CASE("inspect plans INT4 groups and reads a GGUF model's metadata",
 }
 
 TEST_CASE("bad input: unsupported NF4 block size names the key", "[integration][errors][nf4]") {
-  check_bad_input(run_qlora_train("eval --config configs/tiny/eval-nf4.json "
-                                  "--set quantization.block_size=100"),
-                  "quantization.block_size: NF4 block size 100 is not supported");
+  check_one_line_bad_input(run_qlora_train("eval --config configs/tiny/eval-nf4.json "
+                                           "--set quantization.block_size=100"),
+                           "quantization.block_size: NF4 block size 100 is not supported");
 }

@@ -14,20 +14,20 @@
 #include "io/safetensors_test_util.h"
 #include "model/adapter_test_util.h"
 #include "model/llama.h"
+#include "test_common.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using nlohmann::json;
+using qlt::test::kRoot;
 using qlt::test::read_text;
 using qlt::test::run_qlora_train;
 using qlt::test::TempDir;
 
-const fs::path kRoot = QLT_SOURCE_DIR;
-
 // An export config: tiny-llama on NF4 with LoRA, WordNet eval (for the eval comparisons).
-fs::path write_config(const TempDir& tmp, json overrides = json::object()) {
+fs::path write_export_config(const TempDir& tmp, json overrides = json::object()) {
   json config = {
       {"model", {{"path", "data/tiny-llama"}, {"compute_dtype", "float32"}}},
       {"quantization", {{"type", "nf4"}}},
@@ -175,9 +175,9 @@ TEST_CASE("export from a full-precision GGUF merges into its originals; says wha
           "[integration][export_cli][gguf_model]") {
   // The llama_gqa LoRA of PEFT's fixture on the f32 GGUF of the same model, INT4 base.
   TempDir tmp;
-  const fs::path config =
-      write_config(tmp, {{"model", {{"path", "tests/fixtures/gguf_llama/llama_gqa-f32.gguf"}}},
-                         {"quantization", {{"type", "int4"}}}});
+  const fs::path config = write_export_config(
+      tmp, {{"model", {{"path", "tests/fixtures/gguf_llama/llama_gqa-f32.gguf"}}},
+            {"quantization", {{"type", "int4"}}}});
   const fs::path adapter = kRoot / "tests/fixtures/lora_llama_gqa/adapter";
   auto r = run_qlora_train(export_args(config, adapter, "hf-bf16", tmp / "hf") +
                            " --merge-into original");
@@ -206,7 +206,7 @@ TEST_CASE("export from a full-precision GGUF merges into its originals; says wha
 TEST_CASE("export refuses bad input with exit code 2 and leaves nothing at --out",
           "[integration][export_cli][errors]") {
   TempDir tmp;
-  const fs::path config = write_config(tmp);
+  const fs::path config = write_export_config(tmp);
   const fs::path adapter = write_adapter(tmp);
   const fs::path out = tmp / "out";
 

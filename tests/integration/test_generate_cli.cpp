@@ -7,21 +7,21 @@
 #include <nlohmann/json.hpp>
 
 #include "integration/run_binary.h"
+#include "test_common.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
-using qlt::test::read_text;
+using qlt::test::kFixtures;
+using qlt::test::kSmolLm2Gguf;
 using qlt::test::run_qlora_train;
 
 const std::string kGenerate = "generate --config configs/tiny/eval.json ";
-const fs::path kSmolLm2 =
-    fs::path(QLT_SOURCE_DIR) / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-nlohmann::json fixture(const std::string& name) {
-  return nlohmann::json::parse(
-      read_text(fs::path(QLT_SOURCE_DIR) / "tests/fixtures/generate" / name));
+// tests/fixtures/generate/<name>: transformers' generate on the prompts.
+nlohmann::json generate_fixture(const std::string& name) {
+  return qlt::test::read_json(kFixtures / "generate" / name);
 }
 
 // `generate --json` with the extra arguments; the parsed result (exit 0 required).
@@ -54,7 +54,7 @@ void check_case(const nlohmann::json& got, const nlohmann::json& want) {
 
 TEST_CASE("greedy generate equals transformers' greedy generate on the tiny model",
           "[integration][generate]") {
-  const auto cases = fixture("tiny.json");  // a named json: iterating a temporary's
+  const auto cases = generate_fixture("tiny.json");  // a named json: iterating a temporary's
   // member would read freed memory
   for (const auto& c : cases["cases"]) {
     // --chat: the tiny model has no template of its own; Llama-2 chat as in the fixture.
@@ -64,7 +64,7 @@ TEST_CASE("greedy generate equals transformers' greedy generate on the tiny mode
 
 TEST_CASE("generate streams the text to stdout and prints its figures to stderr",
           "[integration][generate]") {
-  const auto c = fixture("tiny.json")["cases"][0];
+  const auto c = generate_fixture("tiny.json")["cases"][0];
   auto r = run_qlora_train(kGenerate + case_args(c));
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);
@@ -95,18 +95,18 @@ TEST_CASE("sampled output is reproduced by its seed and changes with it",
 
 TEST_CASE("generate on SmolLM2's GGUF equals transformers' greedy output",
           "[integration][generate][smollm2]") {
-  if (!fs::exists(kSmolLm2)) {
-    if (std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2 << " is missing");
-    WARN("SKIPPED: " << kSmolLm2 << " is absent (scripts/models/smollm2.sh fetches it)");
+  if (!fs::exists(kSmolLm2Gguf)) {
+    if (std::getenv("CI") != nullptr) FAIL("CI is set but " << kSmolLm2Gguf << " is missing");
+    WARN("SKIPPED: " << kSmolLm2Gguf << " is absent (scripts/models/smollm2.sh fetches it)");
     return;
   }
-  const auto cases = fixture("smollm2.json");  // a named json: iterating a temporary's
+  const auto cases = generate_fixture("smollm2.json");  // a named json: iterating a temporary's
   // member would read freed memory
   for (const auto& c : cases["cases"]) {
     // data.chat_template auto: SmolLM2's own ChatML template, its default system message
     // included; <|im_end|> (its EOS too) ends the reply.
     const auto got =
-        generate_json(kGenerate + case_args(c) + " --set model.path=" + kSmolLm2.string() +
+        generate_json(kGenerate + case_args(c) + " --set model.path=" + kSmolLm2Gguf.string() +
                       " --set data.chat_template=auto");
     check_case(got, c);
     if (c["chat"].get<bool>()) CHECK(got["text"] == c["text"]);

@@ -7,6 +7,7 @@
 #include "integration/train_cli_util.h"
 
 namespace fs = std::filesystem;
+using qlt::test::killed;
 using qlt::test::RunResult;
 using qlt::test::TrainScratch;
 
@@ -20,22 +21,20 @@ nlohmann::json interrupt_config() {
   return config;
 }
 
-struct Reference {
+struct InterruptReference {
   TrainScratch scratch{interrupt_config()};
   fs::path run = scratch.run("reference");
-  Reference() {
+  InterruptReference() {
     const RunResult r = scratch.train(run);
     INFO("stderr: " << r.err);
     REQUIRE(r.exit_code == 0);
   }
 };
 
-const Reference& reference() {
-  static const Reference ref;
+const InterruptReference& reference() {
+  static const InterruptReference ref;
   return ref;
 }
-
-bool killed(const RunResult& r) { return r.exit_code == 128 + 9 || r.exit_code == -1; }
 
 struct InterruptCase {
   const char* point;

@@ -9,30 +9,31 @@
 #include "integration/train_cli_util.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "test_common.h"
 #include "test_paths.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_bpe";
-const std::string kText =
+const fs::path kLlamaBpeDir = qlt::test::kFixtures / "llama_bpe";
+const std::string kLlamaBpeText =
     "<|start_header_id|>user<|end_header_id|>\n\nWhat does \"famine\" mean?<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\nA great shortage of food, 1769.<|eot_id|>";
 
 }  // namespace
 
 TEST_CASE("tokenizer.json directory: ids and logits equal transformers'", "[bpe_model]") {
-  const auto batch = qlt::io::SafetensorsFile::open(kDir / "batch.safetensors");
-  const auto tokenizer = qlt::tokenizer::Tokenizer::load(kDir);
+  const auto batch = qlt::io::SafetensorsFile::open(kLlamaBpeDir / "batch.safetensors");
+  const auto tokenizer = qlt::tokenizer::Tokenizer::load(kLlamaBpeDir);
   CHECK(tokenizer.add_bos_by_default());  // tokenizer.json's post-processor adds BOS
-  const auto ids = tokenizer.encode(kText, tokenizer.add_bos_by_default());
+  const auto ids = tokenizer.encode(kLlamaBpeText, tokenizer.add_bos_by_default());
   const auto expected = batch.tensor("input_ids").flatten();
   REQUIRE(static_cast<int64_t>(ids.size()) == expected.numel());
   CHECK(at::equal(at::tensor(ids, at::kLong), expected));
   CHECK(tokenizer.decode(ids).find("great shortage of food, 1769.") != std::string::npos);
 
-  const auto model = qlt::model::load_llama(kDir, at::kFloat, at::kCPU);
+  const auto model = qlt::model::load_llama(kLlamaBpeDir, at::kFloat, at::kCPU);
   at::NoGradGuard no_grad;
   const auto logits = model.logits(expected.unsqueeze(0));
   const double diff = (logits - batch.tensor("logits")).abs().max().item<double>();
@@ -61,7 +62,7 @@ TEST_CASE("tokenizer.json directory: trains with its own chat template (auto = l
                .dump()
         << "\n";
   }
-  cfg["model"]["path"] = kDir.string();
+  cfg["model"]["path"] = kLlamaBpeDir.string();
   cfg["quantization"] = {{"type", "int4"}, {"group_size", 32}};
   cfg["data"] = {{"train", (data / "train.jsonl").string()},
                  {"eval", (data / "eval.jsonl").string()},

@@ -8,21 +8,18 @@
 #include "integration/run_binary.h"
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "test_common.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using nlohmann::json;
+using qlt::test::check_bad_input;
+using qlt::test::kRoot;
 using qlt::test::read_text;
 using qlt::test::run_qlora_train;
 using qlt::test::TempDir;
-
-const fs::path kSource = QLT_SOURCE_DIR;
-
-void check_bad_input(const qlt::test::RunResult& r, const std::string& part) {
-  qlt::test::check_bad_input(r, {part});
-}
 
 }  // namespace
 
@@ -41,15 +38,14 @@ TEST_CASE("quantize writes exactly what transformers + bitsandbytes save", "[int
   // transformers 4.57.6 + bitsandbytes 0.50.2 saved from the same fp32 model.
   const auto ours = qlt::io::SafetensorsFile::open(out / "model.safetensors");
   const auto theirs =
-      qlt::io::SafetensorsFile::open(kSource / "tests/fixtures/bnb_llama_gqa/model.safetensors");
+      qlt::io::SafetensorsFile::open(kRoot / "tests/fixtures/bnb_llama_gqa/model.safetensors");
   REQUIRE(ours.tensors().size() == theirs.tensors().size());
   for (const auto& info : theirs.tensors()) {
     INFO(info.name);
     CHECK(qlt::test::same_tensor(ours.tensor(info.name), theirs.tensor(info.name)));
   }
   const json config = json::parse(read_text(out / "config.json"));
-  const json expected =
-      json::parse(read_text(kSource / "tests/fixtures/bnb_llama_gqa/config.json"));
+  const json expected = json::parse(read_text(kRoot / "tests/fixtures/bnb_llama_gqa/config.json"));
   CHECK(config["quantization_config"] == expected["quantization_config"]);
 }
 
@@ -89,21 +85,21 @@ TEST_CASE("quantize refuses bad input and leaves no folder behind", "[integratio
   const std::string out = (tmp / "out").string();
   SECTION("quantization.type none") {
     check_bad_input(run_qlora_train("quantize --config configs/tiny/eval.json --out " + out),
-                    "quantization.type");
+                    {"quantization.type"});
     CHECK_FALSE(fs::exists(out));
   }
   SECTION("an already quantized model") {
     check_bad_input(run_qlora_train("quantize --config configs/tiny/eval-nf4.json "
                                     "--set model.path=tests/fixtures/bnb_llama_gqa --out " +
                                     out),
-                    "already in bitsandbytes' 4-bit layout");
+                    {"already in bitsandbytes' 4-bit layout"});
     CHECK_FALSE(fs::exists(out));
   }
   SECTION("an existing output folder is kept") {
     fs::create_directories(out);
     qlt::test::write_bytes(fs::path(out) / "keep.txt", "precious");
     check_bad_input(run_qlora_train("quantize --config configs/tiny/eval-nf4.json --out " + out),
-                    out);
+                    {out});
     CHECK(read_text(fs::path(out) / "keep.txt") == "precious");
   }
   SECTION("a GGUF model") {
@@ -111,14 +107,14 @@ TEST_CASE("quantize refuses bad input and leaves no folder behind", "[integratio
                                     "--set model.path=tests/fixtures/gguf_llama/llama_gqa-f32.gguf "
                                     "--out " +
                                     out),
-                    "is a GGUF file");
+                    {"is a GGUF file"});
     CHECK_FALSE(fs::exists(out));
   }
   SECTION("a bad block size") {
     check_bad_input(run_qlora_train("quantize --config configs/tiny/eval-nf4.json "
                                     "--set quantization.block_size=48 --out " +
                                     out),
-                    "block");
+                    {"block"});
     CHECK_FALSE(fs::exists(out));
   }
   // Nothing half-written next to the target either (AtomicDir's "<out>.tmp-<pid>").
@@ -131,15 +127,15 @@ TEST_CASE("quantize refuses bad input and leaves no folder behind", "[integratio
 TEST_CASE("a bnb checkpoint with a broken quant state fails eval with exit code 2",
           "[integration][bnb]") {
   TempDir tmp;
-  fs::copy(kSource / "tests/fixtures/bnb_llama_gqa", tmp.path, fs::copy_options::recursive);
+  fs::copy(kRoot / "tests/fixtures/bnb_llama_gqa", tmp.path, fs::copy_options::recursive);
   auto file = qlt::io::SafetensorsFile::open(tmp / "model.safetensors");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   const std::string state = "model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4";
   for (const auto& info : file.tensors())
     if (info.name != state) tensors.emplace_back(info.name, file.tensor(info.name).clone());
   qlt::io::save_safetensors(tmp / "model.safetensors", tensors);
-  fs::copy_file(kSource / "data/tiny-llama/tokenizer.model", tmp / "tokenizer.model");
+  fs::copy_file(kRoot / "data/tiny-llama/tokenizer.model", tmp / "tokenizer.model");
   check_bad_input(
       run_qlora_train("eval --config configs/tiny/eval.json --set model.path=" + tmp.path.string()),
-      "model.layers.0.mlp.up_proj.weight");
+      {"model.layers.0.mlp.up_proj.weight"});
 }

@@ -68,7 +68,7 @@ ChildResult in_child(const std::function<bool()>& setup, const std::function<voi
   return r;
 }
 
-bool write_text(const char* file, const std::string& text) {
+bool write_text_in_child(const char* file, const std::string& text) {
   const int fd = ::open(file, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
   const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
@@ -81,9 +81,9 @@ bool mount_small_tmpfs(const fs::path& dir) {
   const uid_t uid = ::getuid();
   const gid_t gid = ::getgid();
   if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return false;
-  write_text("/proc/self/setgroups", "deny");
-  if (!write_text("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
-      !write_text("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1"))
+  write_text_in_child("/proc/self/setgroups", "deny");
+  if (!write_text_in_child("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1") ||
+      !write_text_in_child("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1"))
     return false;
   if (::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
   return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=64k") == 0;

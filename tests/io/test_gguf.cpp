@@ -14,6 +14,7 @@
 #include "io/gguf.h"
 #include "io/gguf_test_util.h"
 #include "io/gguf_writer.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -24,9 +25,13 @@ using qlt::io::GgufFile;
 using qlt::io::GgufValue;
 using qlt::io::GgufValueType;
 using qlt::io::GgufWriter;
-using namespace qlt::test::gguf;
+using qlt::test::require_user_error;
+using qlt::test::gguf::parse;
+using qlt::test::gguf::pattern;
+using qlt::test::gguf::RawGguf;
+using qlt::test::gguf::small_model_writer;
 
-const fs::path kFixtures = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/gguf";
+const fs::path kGgufFixtures = qlt::test::kFixtures / "gguf";
 
 GgufValueType type_named(const std::string& name) {
   for (uint32_t t = 0; t <= 12; ++t) {
@@ -88,13 +93,13 @@ std::string hex(std::span<const uint8_t> bytes) {
   return out;
 }
 
-const nlohmann::json& expected() {
-  static const nlohmann::json j = qlt::read_json_file(kFixtures / "expected.json");
+const nlohmann::json& gguf_expected() {
+  static const nlohmann::json j = qlt::read_json_file(kGgufFixtures / "expected.json");
   return j;
 }
 
 // Every key, value and tensor of `file` as a writer (tensors as views into the file).
-GgufWriter rewrite(const GgufFile& file) {
+GgufWriter rewrite_gguf(const GgufFile& file) {
   GgufWriter w;
   for (const auto& [key, value] : file.metadata()) w.add(key, value);
   for (const auto& t : file.tensors())
@@ -153,7 +158,7 @@ GgufWriter every_value_writer() {
 }  // namespace
 
 TEST_CASE("ggml types: the table is the gguf package's GGML_QUANT_SIZES (and ggml's)", "[gguf]") {
-  const auto& sizes = expected().at("ggml_quant_sizes");
+  const auto& sizes = gguf_expected().at("ggml_quant_sizes");
   REQUIRE(sizes.size() >= 33);
   for (const auto& [name, row] : sizes.items()) {
     INFO(name);
@@ -192,9 +197,9 @@ TEST_CASE("ggml types: the table is the gguf package's GGML_QUANT_SIZES (and ggm
 
 TEST_CASE("gguf: files written by the gguf package read back with identical metadata and tensors",
           "[gguf]") {
-  for (const auto& [file_name, want] : expected().at("files").items()) {
+  for (const auto& [file_name, want] : gguf_expected().at("files").items()) {
     INFO(file_name);
-    const GgufFile file = GgufFile::open(kFixtures / file_name);
+    const GgufFile file = GgufFile::open(kGgufFixtures / file_name);
     CHECK(file.version() == want.at("version").get<uint32_t>());
     CHECK(file.alignment() == want.at("alignment").get<uint64_t>());
     CHECK(file.data_offset() % file.alignment() == 0);
@@ -226,7 +231,7 @@ TEST_CASE("gguf: files written by the gguf package read back with identical meta
     }
   }
   // Spot checks in the terms a model loader uses.
-  const GgufFile file = GgufFile::open(kFixtures / "python_writer.gguf");
+  const GgufFile file = GgufFile::open(kGgufFixtures / "python_writer.gguf");
   CHECK(file.get_string("general.architecture") == "llama");
   CHECK(file.get_uint("test.uint64") == UINT64_MAX);
   CHECK(file.get_int("test.int64") == INT64_MIN);
@@ -249,9 +254,9 @@ TEST_CASE("gguf: files written by the gguf package read back with identical meta
 TEST_CASE("gguf: our writer reproduces the gguf package's files byte for byte", "[gguf]") {
   for (const char* name : {"python_writer.gguf", "python_writer_align64.gguf"}) {
     INFO(name);
-    const std::string original = qlt::test::read_bytes(kFixtures / name);
+    const std::string original = qlt::test::read_bytes(kGgufFixtures / name);
     const GgufFile file = parse(original, name);
-    const GgufWriter w = rewrite(file);
+    const GgufWriter w = rewrite_gguf(file);
     CHECK(w.file_size() == original.size());
     CHECK(w.to_bytes() == original);
   }
@@ -263,7 +268,7 @@ TEST_CASE("gguf: every value type round-trips through the writer and the reader"
   const GgufFile file = parse(bytes);
   CHECK(file.version() == 3);
   CHECK(file.tensors().empty());
-  const GgufWriter again = rewrite(file);
+  const GgufWriter again = rewrite_gguf(file);
   CHECK(again.to_bytes() == bytes);
   // Exactly what was given, in order (floats by bits: NaN, -0.0, the denormal).
   const auto given = every_value();
@@ -333,7 +338,7 @@ TEST_CASE("gguf: tensors round-trip at alignments other than 32", "[gguf]") {
     const auto data = file.tensor_bytes(q41);
     CHECK(std::vector<uint8_t>(data.begin(), data.end()) == pattern(40, 2));
     CHECK(file.tensor("blk.0.attn_q.weight").torch_shape() == std::vector<int64_t>{2, 32});
-    CHECK(rewrite(file).to_bytes() == bytes);
+    CHECK(rewrite_gguf(file).to_bytes() == bytes);
   }
 }
 
@@ -535,7 +540,7 @@ TEST_CASE("gguf writer: refuses what the reader (or llama.cpp) would refuse", "[
 TEST_CASE("gguf: the real SmolLM2 Q4_1 file reads, and our writer rewrites it byte for byte",
           "[gguf][smollm2]") {
   // Fetched by scripts/models/smollm2.sh (scripts/test.sh runs it); absent on a bare checkout.
-  const fs::path path = fs::path(QLT_SOURCE_DIR) / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const fs::path path = qlt::test::kSmolLm2Gguf;
   if (!fs::exists(path)) {
     WARN("skipped: " << path << " is absent (scripts/models/smollm2.sh fetches it)");
     return;
@@ -555,7 +560,7 @@ TEST_CASE("gguf: the real SmolLM2 Q4_1 file reads, and our writer rewrites it by
   const auto& embd = file.tensor("token_embd.weight");
   CHECK(embd.type == GgmlType::Q8_0);
   CHECK(embd.torch_shape() == std::vector<int64_t>{49152, 576});
-  const std::string rewritten = rewrite(file).to_bytes();
+  const std::string rewritten = rewrite_gguf(file).to_bytes();
   REQUIRE(rewritten.size() == file.size());
   CHECK(rewritten == qlt::test::read_bytes(path));
 }

@@ -11,7 +11,22 @@
 namespace {
 
 using qlt::io::GgufFile;
-using namespace qlt::test::gguf;
+using qlt::io::GgufValue;
+using qlt::io::GgufValueType;
+using qlt::io::GgufWriter;
+using qlt::test::require_user_error;
+using qlt::test::gguf::array_value;
+using qlt::test::gguf::gstr;
+using qlt::test::gguf::info;
+using qlt::test::gguf::kv;
+using qlt::test::gguf::kv_str;
+using qlt::test::gguf::kv_u32;
+using qlt::test::gguf::parse;
+using qlt::test::gguf::pattern;
+using qlt::test::gguf::RawGguf;
+using qlt::test::gguf::small_model_writer;
+using qlt::test::gguf::u32;
+using qlt::test::gguf::u64;
 
 constexpr uint32_t kF32 = 0, kF16 = 1, kQ8_0 = 8, kQ4_K = 12, kF64 = 28;
 constexpr auto kU8 = static_cast<uint32_t>(GgufValueType::UINT8);
@@ -21,7 +36,7 @@ constexpr auto kArr = static_cast<uint32_t>(GgufValueType::ARRAY);
 
 // A valid file: two keys; tensor 'a' F32 [32] at 0 (128 bytes), 'b' F16 dims {4, 2} at 128
 // (16 bytes).
-RawGguf base() {
+RawGguf base_gguf() {
   RawGguf f;
   f.kvs = {kv_str("general.architecture", "llama"), kv_u32("llama.block_count", 1)};
   f.infos = {info("a", {32}, kF32, 0), info("b", {4, 2}, kF16, 128)};
@@ -30,7 +45,7 @@ RawGguf base() {
   return f;
 }
 
-struct Case {
+struct GgufErrorCase {
   std::string name;
   std::string bytes;
   std::vector<std::string> parts;  // all must appear in the message
@@ -43,13 +58,13 @@ std::string nested_arrays(int n) {
   return v;
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> c;
+std::vector<GgufErrorCase> gguf_error_cases() {
+  std::vector<GgufErrorCase> c;
   const auto add = [&](std::string name, const RawGguf& f, std::vector<std::string> parts) {
     c.push_back({std::move(name), f.bytes(), std::move(parts)});
   };
   const auto with = [](auto change) {
-    RawGguf f = base();
+    RawGguf f = base_gguf();
     change(f);
     return f;
   };
@@ -70,7 +85,7 @@ std::vector<Case> cases() {
   add("big-endian", with([](RawGguf& f) { f.version = 0x03000000; }),
       {"0x03000000", "big-endian", "gguf_convert_endian.py"});
   c.push_back({"truncated header",
-               base().bytes().substr(0, 13),
+               base_gguf().bytes().substr(0, 13),
                {"the header (byte 8)", "the tensor count (u64) takes 8 bytes", trunc}});
   add("2^60 metadata entries", with([](RawGguf& f) { f.kv_count = uint64_t{1} << 60; }),
       {"the header", "claims 1152921504606846976 metadata entries", fixc});
@@ -78,9 +93,9 @@ std::vector<Case> cases() {
       {"claims 18446744073709551615 tensors"});
 
   // ---- keys and values
-  // Offsets in base(): header 24 bytes, entry #0 45, entry #1 33 (at 69), tensor info 'a' 33
+  // Offsets in base_gguf(): header 24 bytes, entry #0 45, entry #1 33 (at 69), tensor info 'a' 33
   // (at 102), 'b' 41 (at 135), data at 192.
-  RawGguf no_tensors = base();  // so that the header's tensor count does not refuse first
+  RawGguf no_tensors = base_gguf();  // so that the header's tensor count does not refuse first
   no_tensors.infos.clear();
   no_tensors.data.clear();
   c.push_back({"truncated key",
@@ -164,11 +179,11 @@ std::vector<Case> cases() {
 
   // ---- tensor infos
   c.push_back({"truncated tensor name",
-               base().bytes().substr(0, 135 + 8),
+               base_gguf().bytes().substr(0, 135 + 8),
                {"tensor info #1 (after tensor 'a') (byte 135)",
                 "the tensor name claims 1 bytes but only 0"}});
   c.push_back({"truncated tensor info",
-               base().bytes().substr(0, 135 + 9 + 4 + 12),
+               base_gguf().bytes().substr(0, 135 + 9 + 4 + 12),
                {"tensor 'b' (byte 156)", "a dimension (u64) takes 8 bytes", trunc}});
   add("unknown tensor type", with([](RawGguf& f) { f.infos[0] = info("a", {32}, 99, 0); }),
       {"tensor 'a'", "unknown ggml type id 99"});
@@ -220,7 +235,7 @@ std::vector<Case> cases() {
       with([](RawGguf& f) { f.infos[1] = info("b", {uint64_t{1} << 40}, kF16, 128); }),
       {"tensor 'b'", "2199023255552 bytes", "reaches past the end"});
   c.push_back({"truncated data",
-               base().bytes().substr(0, base().bytes().size() - 4),
+               base_gguf().bytes().substr(0, base_gguf().bytes().size() - 4),
                {"tensor 'b'", "reaches past the end of the file", trunc}});
   add("overlapping tensors", with([](RawGguf& f) {
         f.infos[1] = info("b", {4, 2}, kF16, 96);
@@ -240,7 +255,7 @@ std::vector<Case> cases() {
 }  // namespace
 
 TEST_CASE("gguf errors: the base of the bad files is valid", "[gguf]") {
-  const GgufFile f = parse(base().bytes());
+  const GgufFile f = parse(base_gguf().bytes());
   CHECK(f.metadata().size() == 2);
   CHECK(f.tensors().size() == 2);
   CHECK(f.data_offset() == 192);  // 24 + 45 + 33 + 33 + 41 = 176, padded to 32
@@ -249,7 +264,7 @@ TEST_CASE("gguf errors: the base of the bad files is valid", "[gguf]") {
 
 TEST_CASE("gguf errors: each bad file is a UserError naming the file, the key or tensor",
           "[gguf]") {
-  for (const Case& c : cases()) {
+  for (const GgufErrorCase& c : gguf_error_cases()) {
     DYNAMIC_SECTION(c.name) {
       std::vector<std::string> parts = c.parts;
       parts.push_back("bad GGUF file test.gguf: ");

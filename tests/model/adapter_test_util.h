@@ -9,8 +9,18 @@
 
 #include "adapters/adapter.h"
 #include "model/llama.h"
+#include "test_common.h"
 
 namespace qlt::test {
+
+// tests/fixtures/blora_peft/: a Q-BLoRA adapter and PEFT's run of its expanded rank-λr LoRA
+// (scripts/fixtures/make_blora_peft.py).
+inline const std::filesystem::path kBloraPeftDir = kFixtures / "blora_peft";
+
+// tests/fixtures/llama_gqa (a small GQA llama saved by transformers), on the CPU.
+inline model::LlamaModel load_llama_gqa(at::ScalarType dtype = at::kFloat) {
+  return model::load_llama(kFixtures / "llama_gqa", dtype, at::kCPU);
+}
 
 // The adapter options of an adapter section, through the one conversion.
 inline adapters::AdapterOptions adapter_opts(

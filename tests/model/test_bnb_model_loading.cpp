@@ -22,14 +22,15 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using qlt::test::kBnbFixtureDir;
 using qlt::test::require_user_error;
 
-const fs::path kBnbDir = qlt::test::kBnbFixtureDir;
-const std::string kWeight = "model.layers.1.self_attn.k_proj.weight";  // [32, 64]
-const std::string kState = kWeight + qlt::test::kBnbStateSuffix;
+const std::string kBnbLoadWeight = "model.layers.1.self_attn.k_proj.weight";  // [32, 64]
+const std::string kBnbLoadState = kBnbLoadWeight + qlt::test::kBnbStateSuffix;
 
 // The fixture with some tensors replaced or removed, loaded through load_llama.
-void require_load_error(qlt::test::BnbFixtureCopy& copy, const std::vector<std::string>& parts) {
+void require_bnb_load_error(qlt::test::BnbFixtureCopy& copy,
+                            const std::vector<std::string>& parts) {
   copy.save();
   require_user_error([&] { qlt::model::load_llama(copy.dir.path, at::kFloat, at::kCPU); }, parts);
 }
@@ -38,8 +39,8 @@ void require_load_error(qlt::test::BnbFixtureCopy& copy, const std::vector<std::
 
 TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its logits",
           "[bnb][model][reference]") {
-  const auto model = qlt::model::load_llama(kBnbDir, at::kFloat, at::kCPU);
-  const auto file = qlt::io::SafetensorsFile::open(kBnbDir / "model.safetensors");
+  const auto model = qlt::model::load_llama(kBnbFixtureDir, at::kFloat, at::kCPU);
+  const auto file = qlt::io::SafetensorsFile::open(kBnbFixtureDir / "model.safetensors");
   int quantized = 0;
   for (size_t i = 0; i < model.weights.layers.size(); ++i) {
     const auto& l = model.weights.layers[i];
@@ -61,7 +62,7 @@ TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its 
   }
   CHECK(quantized == 14);
 
-  const auto batch = qlt::io::SafetensorsFile::open(kBnbDir / "batch.safetensors");
+  const auto batch = qlt::io::SafetensorsFile::open(kBnbFixtureDir / "batch.safetensors");
   at::NoGradGuard no_grad;
   const at::Tensor logits = model.logits(batch.tensor("input_ids"));
   const double max_diff = (logits - batch.tensor("logits")).abs().max().item<double>();
@@ -74,36 +75,36 @@ TEST_CASE("a transformers-saved bnb 4-bit model loads as stored and matches its 
 }
 
 TEST_CASE("a bnb checkpoint without a quant state is refused naming the tensor", "[bnb][model]") {
-  qlt::test::BnbFixtureCopy copy(kWeight);
-  copy.erase(kState);
-  require_load_error(copy, {kWeight, "quant_state.bitsandbytes__nf4", "missing"});
+  qlt::test::BnbFixtureCopy copy(kBnbLoadWeight);
+  copy.erase(kBnbLoadState);
+  require_bnb_load_error(copy, {kBnbLoadWeight, "quant_state.bitsandbytes__nf4", "missing"});
 }
 
 TEST_CASE("a bnb checkpoint with a malformed quant state is refused naming the tensor",
           "[bnb][model]") {
-  qlt::test::BnbFixtureCopy copy(kWeight);
+  qlt::test::BnbFixtureCopy copy(kBnbLoadWeight);
   copy.set_state_text("{\"quant_type\": \"nf4\", \"blocksize\": 64,");
-  require_load_error(copy, {kState, "not valid JSON"});
+  require_bnb_load_error(copy, {kBnbLoadState, "not valid JSON"});
 }
 
 TEST_CASE("a bnb quant state whose shape disagrees with config.json is refused", "[bnb][model]") {
-  qlt::test::BnbFixtureCopy copy(kWeight);
+  qlt::test::BnbFixtureCopy copy(kBnbLoadWeight);
   json state = copy.state();
   state["shape"] = {64, 32};  // same element count, so the packed bytes still fit
   copy.set_state_text(state.dump());
-  require_load_error(copy, {kWeight, "[64, 32]", "[32, 64]", "config.json"});
+  require_bnb_load_error(copy, {kBnbLoadWeight, "[64, 32]", "[32, 64]", "config.json"});
 }
 
 TEST_CASE("a bnb quant state with an unsupported block size is refused", "[bnb][model]") {
-  qlt::test::BnbFixtureCopy copy(kWeight);
+  qlt::test::BnbFixtureCopy copy(kBnbLoadWeight);
   json state = copy.state();
   state["blocksize"] = 48;
   copy.set_state_text(state.dump());
-  require_load_error(copy, {kState, "blocksize 48"});
+  require_bnb_load_error(copy, {kBnbLoadState, "blocksize 48"});
 }
 
 TEST_CASE("bnb companions without their packed weight are refused naming it", "[bnb][model]") {
-  qlt::test::BnbFixtureCopy copy(kWeight);
-  copy.erase(kWeight);
-  require_load_error(copy, {kWeight});
+  qlt::test::BnbFixtureCopy copy(kBnbLoadWeight);
+  copy.erase(kBnbLoadWeight);
+  require_bnb_load_error(copy, {kBnbLoadWeight});
 }

@@ -11,14 +11,14 @@
 #include "export/peft_adapter.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using qlt::model::LlamaModel;
-
-const fs::path kRoot = fs::path(QLT_SOURCE_DIR);
+using qlt::test::kRoot;
 
 // Logits [B, T, vocab] of `ids` [B, T] computed through the cache, feeding the sequence in
 // pieces of the given lengths (their sum is T).

@@ -38,8 +38,10 @@
 #include "export/peft_adapter.h"
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "model/adapter_test_util.h"
 #include "model/llama.h"
 #include "quant/int4.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -49,10 +51,14 @@ using Catch::Matchers::Contains;
 using qlt::AdapterConfig;
 using qlt::adapters::AdapterKind;
 using qlt::model::LlamaModel;
+using qlt::test::kBloraPeftDir;
+using qlt::test::kFixtures;
+using qlt::test::max_abs;
+using qlt::test::read_json;
+using qlt::test::relative_error;
+using qlt::test::seeded;
 using qlt::test::TempDir;
 
-const fs::path kFixtures = fs::path(QLT_SOURCE_DIR) / "tests/fixtures";
-const fs::path kBlora = kFixtures / "blora_peft";
 const std::vector<std::string> kAllLinears = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                               "gate_proj", "up_proj", "down_proj"};
 
@@ -60,15 +66,8 @@ LlamaModel load_gqa(const qlt::quant::WeightFormat& format = qlt::quant::DenseFo
   return qlt::model::load_llama(kFixtures / "llama_gqa", at::kFloat, at::kCPU, format);
 }
 
-at::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
-
-double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return max_abs(got - want) / max_abs(want);
-}
-
-AdapterConfig adapter_config(const std::string& type, int64_t rank, double alpha,
-                             std::vector<std::string> targets = kAllLinears) {
+AdapterConfig make_adapter_config(const std::string& type, int64_t rank, double alpha,
+                                  std::vector<std::string> targets = kAllLinears) {
   AdapterConfig c;
   c.type = type;
   c.rank = rank;
@@ -80,7 +79,7 @@ AdapterConfig adapter_config(const std::string& type, int64_t rank, double alpha
 
 // The fixture's Q-BLoRA: λ = 2, r = 4, alpha = 16 on q, v, down (tests/fixtures/blora_peft/).
 AdapterConfig fixture_blora_config() {
-  auto c = adapter_config("blora", 4, 16, {"q_proj", "v_proj", "down_proj"});
+  auto c = make_adapter_config("blora", 4, 16, {"q_proj", "v_proj", "down_proj"});
   c.balance = 2;
   return c;
 }
@@ -97,14 +96,9 @@ LlamaModel fixture_blora_model() {
   auto model = load_gqa();
   const auto opts =
       qlt::adapters::adapter_options(fixture_blora_config(), qlt::quant::DenseFormat{});
-  qlt::model::attach_adapters(model, opts, read_tensors(kBlora / "native.safetensors"),
+  qlt::model::attach_adapters(model, opts, read_tensors(kBloraPeftDir / "native.safetensors"),
                               "native.safetensors");
   return model;
-}
-
-nlohmann::json read_json(const fs::path& file) {
-  std::ifstream in(file);
-  return nlohmann::json::parse(in);
 }
 
 // Overwrites every adapter tensor in place (the model's own leaves): A and B of a low-rank
@@ -172,7 +166,7 @@ TEST_CASE("Q-BLoRA in the model gives PEFT's logits; its PEFT form is PEFT's sav
   CHECK(opts.inner_rank == 8);
   CHECK(opts.scaling == 4.0);  // alpha / r, not alpha / (λ r)
 
-  auto expected = qlt::io::SafetensorsFile::open(kBlora / "expected.safetensors");
+  auto expected = qlt::io::SafetensorsFile::open(kBloraPeftDir / "expected.safetensors");
   const at::Tensor ids = expected.tensor("input_ids");
   const at::Tensor want = expected.tensor("logits");
   at::NoGradGuard no_grad;
@@ -183,7 +177,7 @@ TEST_CASE("Q-BLoRA in the model gives PEFT's logits; its PEFT form is PEFT's sav
 
   // The PEFT form: exactly the tensors PEFT saved (λ = 2: A' halves A's values, B' copies B's
   // rows, both exact in fp32), in adapter_parameters order, with PEFT's r and lora_alpha.
-  const auto peft = read_tensors(kBlora / "adapter/adapter_model.safetensors");
+  const auto peft = read_tensors(kBloraPeftDir / "adapter/adapter_model.safetensors");
   const auto ours = qlt::model::peft_lora_tensors(model);
   REQUIRE(ours.size() == peft.size());
   const auto params = qlt::model::adapter_parameters(model);
@@ -203,7 +197,7 @@ TEST_CASE("Q-BLoRA in the model gives PEFT's logits; its PEFT form is PEFT's sav
 TEST_CASE("Q-BLoRA export: the native file reloads bit-identically, the PEFT files as a LoRA",
           "[model][adapters]") {
   auto model = fixture_blora_model();
-  auto ids = read_tensors(kBlora / "expected.safetensors").at("input_ids");
+  auto ids = read_tensors(kBloraPeftDir / "expected.safetensors").at("input_ids");
   at::NoGradGuard no_grad;
   const at::Tensor logits = model.logits(ids);
 
@@ -243,7 +237,7 @@ TEST_CASE("QA-BLoRA merges into the INT4 group offsets: d and codes unchanged, e
           "[model][adapters]") {
   const qlt::quant::Int4Options int4{32};
   auto model = load_gqa(int4);
-  auto c = adapter_config("qa-blora", 4, 8);
+  auto c = make_adapter_config("qa-blora", 4, 8);
   c.balance = 2;
   const auto opts = qlt::adapters::adapter_options(c, int4);
   CHECK(opts.pool == 32);
@@ -334,7 +328,7 @@ TEST_CASE("L4Q merges into INT4 as its own codes: bit-identical logits (dense / 
                         Case{"dense base, 3-bit", qlt::quant::DenseFormat{}, 3}}) {
     INFO(k.name);
     auto model = load_gqa(k.base);
-    auto c = adapter_config("l4q", 4, 8);
+    auto c = make_adapter_config("l4q", 4, 8);
     c.l4q_bits = k.bits;
     c.l4q_group_size = 32;
     const auto opts = qlt::adapters::adapter_options(c, k.base);
@@ -368,6 +362,42 @@ TEST_CASE("L4Q merges into INT4 as its own codes: bit-identical logits (dense / 
   }
 }
 
+TEST_CASE("L4Q of group 64 merges exactly into INT4 group 32 (= Q4_1): its d, m in two blocks",
+          "[model][adapters]") {
+  for (const int64_t bits : {4, 3}) {
+    INFO("bits " << bits);
+    auto model = load_gqa();
+    auto c = make_adapter_config("l4q", 4, 8);
+    c.l4q_bits = bits;
+    c.l4q_group_size = 64;  // the fixture's hidden size; down_proj (in 160) is not targeted
+    c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"};
+    const auto opts = qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{});
+    auto gen = seeded(47 + static_cast<uint64_t>(bits));
+    qlt::model::attach_adapters(model, opts, gen);
+    perturb_adapters(model, gen, 0.1, 0.1);
+    std::vector<at::Tensor> trained;  // the layers the forward uses, [out, in] fp32
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int j = 0; j < 6; ++j) {
+        trained.push_back(qlt::adapters::effective_weight(
+            qlt::model::linear_weight(model.weights.layers[i], j), &*model.adapters[i][j], opts));
+      }
+    }
+    const auto report = qlt::model::merge_adapters(model, qlt::quant::Int4Options{32});
+    CHECK(report.merged == 12);
+    CHECK(report.exact == 12);
+    size_t k = 0;
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int j = 0; j < 6; ++j) {
+        const auto& stored = qlt::model::linear_weight(model.weights.layers[i], j).stored;
+        const auto* int4 = std::get_if<qlt::quant::Int4Tensor>(&stored);
+        REQUIRE(int4 != nullptr);
+        CHECK(int4->group_size == 32);
+        CHECK(at::equal(qlt::quant::dequantize(stored, at::kFloat), trained[k++]));
+      }
+    }
+  }
+}
+
 TEST_CASE("L4Q warm-up: a plain LoRA first (B = 0: the base model), then the quantizer starts",
           "[model][adapters]") {
   auto model = load_gqa();
@@ -378,7 +408,7 @@ TEST_CASE("L4Q warm-up: a plain LoRA first (B = 0: the base model), then the qua
     at::NoGradGuard no_grad;
     base_logits = model.logits(ids);
   }
-  auto c = adapter_config("l4q", 4, 8);
+  auto c = make_adapter_config("l4q", 4, 8);
   c.l4q_warmup_steps = 2;
   const auto opts = qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{});
   auto gen = seeded(51);
@@ -461,7 +491,7 @@ TEST_CASE("adapter_parameters: names, shapes and weight decay of every kind, in 
   for (const auto& k : cases) {
     INFO(k.type);
     auto model = load_gqa(k.format);
-    auto c = adapter_config(k.type, r, 8);
+    auto c = make_adapter_config(k.type, r, 8);
     c.balance = lambda;
     const auto opts = qlt::adapters::adapter_options(c, k.format);
     auto gen = seeded(61);
@@ -500,7 +530,7 @@ TEST_CASE("adapter_parameters: names, shapes and weight decay of every kind, in 
 
 TEST_CASE("adapter kinds refuse what they cannot do: UserError naming the key",
           "[model][adapters][errors]") {
-  const auto qa = adapter_config("qa-blora", 4, 8);
+  const auto qa = make_adapter_config("qa-blora", 4, 8);
   CHECK_THAT(what_of([&] {
                qlt::adapters::adapter_options(qa, qlt::quant::Nf4Options{64, true});
              }),
@@ -510,7 +540,7 @@ TEST_CASE("adapter kinds refuse what they cannot do: UserError naming the key",
 
   {
     auto model = load_gqa();
-    auto c = adapter_config("blora", 4, 8);
+    auto c = make_adapter_config("blora", 4, 8);
     c.balance = 3;
     const auto opts = qlt::adapters::adapter_options(c, qlt::quant::DenseFormat{});
     auto gen = seeded(71);
@@ -519,7 +549,7 @@ TEST_CASE("adapter kinds refuse what they cannot do: UserError naming the key",
     CHECK(!model.has_adapters());
   }
 
-  auto l4q = adapter_config("l4q", 4, 8);
+  auto l4q = make_adapter_config("l4q", 4, 8);
   l4q.l4q_group_size = 48;
   CHECK_THAT(what_of([&] { qlt::adapters::adapter_options(l4q, qlt::quant::DenseFormat{}); }),
              Contains("adapter.l4q_group_size") && Contains("48"));
@@ -541,7 +571,7 @@ TEST_CASE("adapter kinds refuse what they cannot do: UserError naming the key",
 TEST_CASE("a LoRA merged into NF4 reports the re-quantization error per linear and overall",
           "[model][adapters]") {
   const auto opts =
-      qlt::adapters::adapter_options(adapter_config("lora", 4, 8), qlt::quant::DenseFormat{});
+      qlt::adapters::adapter_options(make_adapter_config("lora", 4, 8), qlt::quant::DenseFormat{});
   auto merged_model = [&](const qlt::quant::WeightFormat& target) {
     auto model = load_gqa();
     auto gen = seeded(7);

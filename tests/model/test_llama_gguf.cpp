@@ -12,6 +12,7 @@
 #include "model/llama_gguf.h"
 #include "quant/int4.h"
 #include "quant/weight_format.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -19,16 +20,18 @@ namespace {
 namespace fs = std::filesystem;
 using qlt::quant::WeightFormat;
 
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/gguf_llama";
+const fs::path kGgufLlamaDir = qlt::test::kFixtures / "gguf_llama";
 
-at::Tensor expected(const std::string& name) {
-  return qlt::io::SafetensorsFile::open(kDir / "expected.safetensors").tensor(name).clone();
+at::Tensor gguf_llama_expected(const std::string& name) {
+  return qlt::io::SafetensorsFile::open(kGgufLlamaDir / "expected.safetensors")
+      .tensor(name)
+      .clone();
 }
 
 double max_logit_diff(const qlt::model::LlamaModel& model, const std::string& kind) {
   at::NoGradGuard no_grad;
-  const auto logits = model.logits(expected("input_ids"));
-  const auto ref = expected("logits_" + kind);
+  const auto logits = model.logits(gguf_llama_expected("input_ids"));
+  const auto ref = gguf_llama_expected("logits_" + kind);
   REQUIRE(logits.sizes() == ref.sizes());
   return (logits - ref).abs().max().item<double>();
 }
@@ -76,7 +79,7 @@ TEST_CASE("GGUF from llama.cpp's converter: same logits as transformers on the s
       qlt::model::load_llama(QLT_SOURCE_DIR "/tests/fixtures/llama_gqa", at::kFloat, at::kCPU);
   for (const std::string kind : {"f32", "q8_0", "q4_1"}) {
     DYNAMIC_SECTION(kind) {
-      const auto path = kDir / fmt::format("llama_gqa-{}.gguf", kind);
+      const auto path = kGgufLlamaDir / fmt::format("llama_gqa-{}.gguf", kind);
       const auto model = qlt::model::load_llama(path, at::kFloat, at::kCPU);
       CHECK(model.config.num_key_value_heads == 2);
       CHECK(model.config.head_dim == 16);
@@ -97,7 +100,7 @@ TEST_CASE("GGUF from llama.cpp's converter: same logits as transformers on the s
 }
 
 TEST_CASE("Q4_1 linears under int4 group 32 are used as stored, byte for byte", "[gguf_model]") {
-  const auto path = kDir / "llama_gqa-q4_1.gguf";
+  const auto path = kGgufLlamaDir / "llama_gqa-q4_1.gguf";
   const auto dense = qlt::model::load_llama(path, at::kFloat, at::kCPU);
   const auto int4 =
       qlt::model::load_llama(path, at::kFloat, at::kCPU, WeightFormat{qlt::quant::Int4Options{32}});
@@ -123,7 +126,7 @@ TEST_CASE("a GGUF model loads under every format of the table (NF4: rows un-perm
   // The f32 file holds the safetensors fixture's weights exactly (q/k rows permuted by the
   // converter): stored in any format, they must equal the Hugging Face folder stored the same
   // way, bit for bit. NF4 blocks run across rows, so the rows are put back before quantizing.
-  const auto gguf_path = kDir / "llama_gqa-f32.gguf";
+  const auto gguf_path = kGgufLlamaDir / "llama_gqa-f32.gguf";
   const auto hf_path = std::filesystem::path(QLT_SOURCE_DIR "/tests/fixtures/llama_gqa");
   for (const WeightFormat format :
        {WeightFormat{qlt::quant::DenseFormat{}}, WeightFormat{qlt::quant::Nf4Options{}},

@@ -14,6 +14,7 @@
 #include "io/safetensors_test_util.h"
 #include "model/llama.h"
 #include "quant/weight_format.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -21,18 +22,17 @@ namespace {
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using qlt::io::GgufValue;
+using qlt::test::kLlamaGqaF32Gguf;
 
-const fs::path kF32 = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/gguf_llama/llama_gqa-f32.gguf";
-
-struct Edit {
+struct GgufModelEdit {
   std::function<bool(const std::string& key, GgufValue& value)> metadata;  // false: drop it
   std::function<bool(qlt::io::GgufTensorInfo& info, std::vector<uint8_t>& bytes)> tensor;
   std::function<void(qlt::io::GgufWriter& w)> extra;
 };
 
 // The fixture rewritten with `edit`, as bytes in a file under `dir`.
-fs::path rewrite(const fs::path& dir, const Edit& edit) {
-  const auto in = qlt::io::GgufFile::open(kF32);
+fs::path rewrite_gguf_model(const fs::path& dir, const GgufModelEdit& edit) {
+  const auto in = qlt::io::GgufFile::open(kLlamaGqaF32Gguf);
   qlt::io::GgufWriter w;
   for (auto [key, value] : in.metadata()) {
     if (key == "general.alignment") continue;
@@ -52,7 +52,7 @@ fs::path rewrite(const fs::path& dir, const Edit& edit) {
   return out;
 }
 
-void require_load_error(const fs::path& path, const std::vector<std::string>& parts) {
+void require_gguf_load_error(const fs::path& path, const std::vector<std::string>& parts) {
   try {
     qlt::model::load_llama(path, at::kFloat, at::kCPU);
     FAIL("loaded a bad GGUF model");
@@ -65,8 +65,8 @@ void require_load_error(const fs::path& path, const std::vector<std::string>& pa
 
 TEST_CASE("a GGUF rewritten unchanged loads to the same model", "[gguf_model]") {
   qlt::test::TempDir tmp;
-  const auto copy = rewrite(tmp.path, {});
-  const auto a = qlt::model::load_llama(kF32, at::kFloat, at::kCPU);
+  const auto copy = rewrite_gguf_model(tmp.path, {});
+  const auto a = qlt::model::load_llama(kLlamaGqaF32Gguf, at::kFloat, at::kCPU);
   const auto b = qlt::model::load_llama(copy, at::kFloat, at::kCPU);
   CHECK(at::equal(a.weights.layers[0].q_proj.dense(), b.weights.layers[0].q_proj.dense()));
 }
@@ -74,7 +74,7 @@ TEST_CASE("a GGUF rewritten unchanged loads to the same model", "[gguf_model]") 
 TEST_CASE("bad GGUF models are UserErrors naming the key or tensor", "[gguf_model]") {
   struct Case {
     const char* name;
-    Edit edit;
+    GgufModelEdit edit;
     std::vector<std::string> parts;
   };
   const std::vector<Case> cases = {
@@ -156,22 +156,22 @@ TEST_CASE("bad GGUF models are UserErrors naming the key or tensor", "[gguf_mode
   for (const auto& c : cases) {
     DYNAMIC_SECTION(c.name) {
       qlt::test::TempDir tmp;
-      require_load_error(rewrite(tmp.path, c.edit), c.parts);
+      require_gguf_load_error(rewrite_gguf_model(tmp.path, c.edit), c.parts);
     }
   }
 }
 
 TEST_CASE("NaN in a GGUF weight is refused unless allowed", "[gguf_model]") {
   qlt::test::TempDir tmp;
-  const auto path =
-      rewrite(tmp.path, {.tensor = [](qlt::io::GgufTensorInfo& i, std::vector<uint8_t>& bytes) {
-                if (i.name == "blk.1.attn_v.weight") {
-                  const float nan = std::numeric_limits<float>::quiet_NaN();
-                  std::memcpy(bytes.data() + 4 * 7, &nan, 4);
-                }
-                return true;
-              }});
-  require_load_error(path, {"blk.1.attn_v.weight", "1 NaN/Inf value", "flat index 7"});
+  const auto path = rewrite_gguf_model(
+      tmp.path, {.tensor = [](qlt::io::GgufTensorInfo& i, std::vector<uint8_t>& bytes) {
+        if (i.name == "blk.1.attn_v.weight") {
+          const float nan = std::numeric_limits<float>::quiet_NaN();
+          std::memcpy(bytes.data() + 4 * 7, &nan, 4);
+        }
+        return true;
+      }});
+  require_gguf_load_error(path, {"blk.1.attn_v.weight", "1 NaN/Inf value", "flat index 7"});
   CHECK_NOTHROW(
       qlt::model::load_llama(path, at::kFloat, at::kCPU, qlt::quant::DenseFormat{}, true));
 }

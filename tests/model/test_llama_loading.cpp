@@ -13,10 +13,10 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using nlohmann::json;
 
-const fs::path kFixture = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_gqa";
+const fs::path kLlamaGqaFixture = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_gqa";
 
 json fixture_config() {
-  std::ifstream in(kFixture / "config.json");
+  std::ifstream in(kLlamaGqaFixture / "config.json");
   return json::parse(in);
 }
 
@@ -28,8 +28,8 @@ struct ScratchModel {
           ("qlt-model-" + std::to_string(reinterpret_cast<uintptr_t>(this)));
     fs::remove_all(dir);
     fs::create_directories(dir);
-    fs::copy_file(kFixture / "config.json", dir / "config.json");
-    fs::copy_file(kFixture / "model.safetensors", dir / "model.safetensors");
+    fs::copy_file(kLlamaGqaFixture / "config.json", dir / "config.json");
+    fs::copy_file(kLlamaGqaFixture / "model.safetensors", dir / "model.safetensors");
   }
   ~ScratchModel() { fs::remove_all(dir); }
   void write_config(const json& j) const { std::ofstream(dir / "config.json") << j.dump(2); }
@@ -45,7 +45,7 @@ struct ScratchModel {
   }
 };
 
-void require_error(const ScratchModel& m, const std::string& part) {
+void require_config_error(const ScratchModel& m, const std::string& part) {
   REQUIRE_THROWS_WITH(qlt::model::load_llama(m.dir, at::kFloat, at::kCPU), Contains(part));
 }
 
@@ -57,40 +57,40 @@ TEST_CASE("config.json errors name the file and the field", "[model][errors]") {
     auto j = fixture_config();
     j.erase("hidden_size");
     m.write_config(j);
-    require_error(m, "missing field \"hidden_size\"");
-    require_error(m, "config.json");
+    require_config_error(m, "missing field \"hidden_size\"");
+    require_config_error(m, "config.json");
   }
   SECTION("wrong type") {
     auto j = fixture_config();
     j["num_hidden_layers"] = "two";
     m.write_config(j);
-    require_error(m, "\"num_hidden_layers\" has the wrong type");
+    require_config_error(m, "\"num_hidden_layers\" has the wrong type");
   }
   SECTION("heads not a multiple of kv heads") {
     auto j = fixture_config();
     j["num_key_value_heads"] = 3;
     m.write_config(j);
-    require_error(m, "must be a multiple of num_key_value_heads");
+    require_config_error(m, "must be a multiple of num_key_value_heads");
   }
   SECTION("unsupported rope scaling") {
     auto j = fixture_config();
     j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
     m.write_config(j);
-    require_error(m, "rope_scaling type \"yarn\" is not supported");
+    require_config_error(m, "rope_scaling type \"yarn\" is not supported");
   }
   SECTION("not a llama") {
     auto j = fixture_config();
     j["model_type"] = "gpt2";
     m.write_config(j);
-    require_error(m, "not a LLaMA-family model");
+    require_config_error(m, "not a LLaMA-family model");
   }
   SECTION("not JSON") {
     std::ofstream(m.dir / "config.json") << "{ not json";
-    require_error(m, "not valid JSON");
+    require_config_error(m, "not valid JSON");
   }
   SECTION("no config.json") {
     fs::remove(m.dir / "config.json");
-    require_error(m, "config.json does not exist");
+    require_config_error(m, "config.json does not exist");
   }
 }
 
@@ -118,7 +118,7 @@ TEST_CASE("missing, unexpected and wrongly shaped tensors are reported by name",
     }
     tensors.emplace_back("model.layers.0.self_attn.extra.weight", at::zeros({2}));
   });
-  require_error(m, "missing tensors (1):\n  model.layers.1.mlp.up_proj.weight");
-  require_error(m, "model.layers.0.self_attn.k_proj.weight: file has [31, 64]");
-  require_error(m, "unexpected tensors (1):\n  model.layers.0.self_attn.extra.weight");
+  require_config_error(m, "missing tensors (1):\n  model.layers.1.mlp.up_proj.weight");
+  require_config_error(m, "model.layers.0.self_attn.k_proj.weight: file has [31, 64]");
+  require_config_error(m, "unexpected tensors (1):\n  model.layers.0.self_attn.extra.weight");
 }

@@ -14,33 +14,25 @@
 #include "model/adapter_test_util.h"
 #include "model/causal_lm_loss.h"
 #include "model/llama.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
-using qlt::test::adapter_opts;
-using qlt::test::lora_params;
-
 namespace fs = std::filesystem;
 using qlt::model::LlamaModel;
-
-const fs::path kFixtures = fs::path(QLT_SOURCE_DIR) / "tests/fixtures";
-
-LlamaModel load_base(at::ScalarType dtype = at::kFloat) {
-  return qlt::model::load_llama(kFixtures / "llama_gqa", dtype, at::kCPU);
-}
-
-at::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
-
-double relative_error(const at::Tensor& got, const at::Tensor& want) {
-  return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
-}
+using qlt::test::adapter_opts;
+using qlt::test::kFixtures;
+using qlt::test::load_llama_gqa;
+using qlt::test::lora_params;
+using qlt::test::relative_error;
+using qlt::test::seeded;
 
 // Loads the PEFT adapter folder onto the fp32 base, runs the fixture batch, back-propagates the
 // mean loss and compares with PEFT's logits, loss and gradients.
 void check_peft_parity(const std::string& adapter_folder, const std::string& expected_file,
                        size_t expected_tensors) {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa" / adapter_folder,
                                    qlt::quant::DenseFormat{});
   auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa" / expected_file);
@@ -89,7 +81,7 @@ TEST_CASE("rsLoRA on a subset of modules matches PEFT (r=2, alpha=6, q/v/down)",
 }
 
 TEST_CASE("freshly attached adapters (B = 0) leave the model's output unchanged", "[model][lora]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   auto ids = at::randint(3, 96, {2, 9}, at::kLong);
   at::Tensor before;
   {
@@ -104,7 +96,7 @@ TEST_CASE("freshly attached adapters (B = 0) leave the model's output unchanged"
 
 TEST_CASE("lora_parameters: PEFT names, fixed order, trainable leaves, seeded init",
           "[model][lora]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   CHECK(lora_params(model).empty());
   auto gen = seeded(42);
   qlt::AdapterConfig options;
@@ -139,18 +131,18 @@ TEST_CASE("lora_parameters: PEFT names, fixed order, trainable leaves, seeded in
   CHECK(params[0].second.is_same(std::get<qlt::adapters::LowRankAdapter>(*model.adapters[0][0]).A));
 
   // Same seed, same adapters; another seed, other adapters.
-  auto again = load_base();
+  auto again = load_llama_gqa();
   auto gen2 = seeded(42);
   qlt::model::attach_adapters(again, adapter_opts(options), gen2);
   auto gen3 = seeded(43);
-  auto other = load_base();
+  auto other = load_llama_gqa();
   qlt::model::attach_adapters(other, adapter_opts(options), gen3);
   CHECK(at::equal(lora_params(again)[26].second, params[26].second));
   CHECK(!at::equal(lora_params(other)[0].second, params[0].second));
 }
 
 TEST_CASE("attach_adapters refuses unknown target modules", "[model][lora][errors]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   auto gen = seeded(1);
   qlt::AdapterConfig options;
   options.target_modules = {"q_proj", "lm_head"};
@@ -176,7 +168,7 @@ TEST_CASE("packed_position_ids restart at every segment", "[model][packing]") {
 }
 
 TEST_CASE("packed rows with segment_ids equal each example run alone", "[model][packing]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   auto gen = seeded(8);
   qlt::model::attach_adapters(model, adapter_opts({}), gen);
   {  // non-zero B so the adapters take part
@@ -208,7 +200,7 @@ TEST_CASE("packed rows with segment_ids equal each example run alone", "[model][
 }
 
 TEST_CASE("decoder_layer alone reproduces hidden_states", "[model][lora]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   auto ids = at::randint(3, 96, {2, 6}, at::kLong);
   at::NoGradGuard no_grad;
   auto positions = at::arange(6, at::kLong).unsqueeze(0).expand({2, 6});
@@ -223,7 +215,7 @@ TEST_CASE("decoder_layer alone reproduces hidden_states", "[model][lora]") {
 
 TEST_CASE("training-mode LoRA dropout is reproducible from the generator; eval ignores it",
           "[model][lora][dropout]") {
-  auto model = load_base();
+  auto model = load_llama_gqa();
   qlt::AdapterConfig options;
   options.dropout = 0.3;
   auto gen = seeded(3);
@@ -252,7 +244,7 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
           "[model][lora][nf4]") {
   auto nf4 = qlt::model::load_llama(kFixtures / "llama_gqa", at::kFloat, at::kCPU,
                                     qlt::quant::Nf4Options{});
-  auto dense = load_base();
+  auto dense = load_llama_gqa();
   using qlt::model::LlamaLayerWeights;
   for (auto member :
        {&LlamaLayerWeights::q_proj, &LlamaLayerWeights::k_proj, &LlamaLayerWeights::v_proj,
@@ -287,7 +279,7 @@ TEST_CASE("NF4 base + LoRA equals a dense base holding the dequantized weights (
 
 TEST_CASE("bf16 compute with fp32 adapters stays close to PEFT's fp32 logits",
           "[model][lora][reference]") {
-  auto model = load_base(at::kBFloat16);
+  auto model = load_llama_gqa(at::kBFloat16);
   qlt::exporter::load_peft_adapter(model, kFixtures / "lora_llama_gqa/adapter",
                                    qlt::quant::DenseFormat{});
   auto ref = qlt::io::SafetensorsFile::open(kFixtures / "lora_llama_gqa/expected.safetensors");

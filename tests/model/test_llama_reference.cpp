@@ -14,11 +14,11 @@ namespace {
 
 using qlt::model::LlamaModel;
 
-struct Reference {
+struct LlamaReference {
   at::Tensor input_ids, labels, logits, loss;
 };
 
-Reference load_reference(const std::string& fixture) {
+LlamaReference load_reference(const std::string& fixture) {
   auto file = qlt::io::SafetensorsFile::open(std::filesystem::path(QLT_SOURCE_DIR) /
                                              "tests/fixtures" / fixture / "batch.safetensors");
   return {file.tensor("input_ids").clone(), file.tensor("labels").clone(),

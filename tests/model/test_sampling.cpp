@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "model/sampling.h"
+#include "test_common.h"
 
 namespace {
 
 using qlt::model::next_token;
 using qlt::model::SamplingOptions;
 using qlt::model::top_p_filter;
-
-at::Generator seeded(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+using qlt::test::seeded;
 
 // Logits whose softmax is `probs` (log of the probabilities).
 at::Tensor logits_of(const std::vector<float>& probs) {

@@ -19,28 +19,30 @@
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "quant/weight_format.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kModel = fs::path(QLT_SOURCE_DIR) / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const fs::path kReference = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/smollm2";
+using qlt::test::kSmolLm2Gguf;
+const fs::path kSmolLm2Reference = qlt::test::kFixtures / "smollm2";
 
 // True when the model file is there. Locally a missing file skips the test (run
 // scripts/models/smollm2.sh); on CI (CI set) it is a failure: CI always fetches it.
-bool have_model() {
-  if (fs::exists(kModel)) return true;
+bool have_smollm2_model() {
+  if (fs::exists(kSmolLm2Gguf)) return true;
   if (std::getenv("CI") != nullptr)
-    FAIL(kModel.string() << " is missing on CI: scripts/test.sh must fetch it");
-  WARN("skipped: " << kModel.string() << " is missing; fetch it with scripts/models/smollm2.sh");
+    FAIL(kSmolLm2Gguf.string() << " is missing on CI: scripts/test.sh must fetch it");
+  WARN("skipped: " << kSmolLm2Gguf.string()
+                   << " is missing; fetch it with scripts/models/smollm2.sh");
   return false;
 }
 
-const qlt::model::LlamaModel& smollm2() {
+const qlt::model::LlamaModel& smollm2_model() {
   static const qlt::model::LlamaModel model = [] {
     const auto start = std::chrono::steady_clock::now();
-    auto m = qlt::model::load_llama(kModel, at::kFloat, at::kCPU,
+    auto m = qlt::model::load_llama(kSmolLm2Gguf, at::kFloat, at::kCPU,
                                     qlt::quant::Int4Options{32});  // Q4_1 used as stored
     WARN(fmt::format(
         "SmolLM2 Q4_1 GGUF loaded in {:.2f} s",
@@ -65,28 +67,28 @@ at::Tensor next_token_nll(const at::Tensor& logits, const at::Tensor& ids) {
 }  // namespace
 
 TEST_CASE("SmolLM2 Q4_1 GGUF: architecture as the file says", "[smollm2]") {
-  if (!have_model()) return;
-  const auto& c = smollm2().config;
+  if (!have_smollm2_model()) return;
+  const auto& c = smollm2_model().config;
   CHECK(c.num_hidden_layers == 30);
   CHECK(c.hidden_size == 576);
   CHECK(c.num_attention_heads == 9);
   CHECK(c.num_key_value_heads == 3);
   CHECK(c.vocab_size == 49152);
   CHECK(c.tie_word_embeddings);
-  const auto& q = smollm2().weights.layers[0].q_proj.stored;
+  const auto& q = smollm2_model().weights.layers[0].q_proj.stored;
   CHECK(std::holds_alternative<qlt::quant::Int4Tensor>(q));
 }
 
 TEST_CASE("SmolLM2 Q4_1 GGUF: logits and NLL equal transformers fp32", "[smollm2]") {
-  if (!have_model()) return;
-  const auto reference = qlt::read_json_file(kReference / "reference.json");
-  const auto tensors = qlt::io::SafetensorsFile::open(kReference / "reference.safetensors");
+  if (!have_smollm2_model()) return;
+  const auto reference = qlt::read_json_file(kSmolLm2Reference / "reference.json");
+  const auto tensors = qlt::io::SafetensorsFile::open(kSmolLm2Reference / "reference.safetensors");
   at::NoGradGuard no_grad;
   for (const auto& seq : reference.at("sequences")) {
     const std::string name = seq.at("name").get<std::string>();
     DYNAMIC_SECTION(name) {
       const auto ids = ids_tensor(seq.at("ids"));
-      const auto logits = smollm2().logits(ids).squeeze(0);  // [n, vocab] fp32
+      const auto logits = smollm2_model().logits(ids).squeeze(0);  // [n, vocab] fp32
       const auto positions = seq.at("logit_positions").get<std::vector<int64_t>>();
       const auto ref_logits = tensors.tensor(name + ".logits");
       const auto ours = logits.index_select(0, at::tensor(positions, at::kLong));
@@ -111,15 +113,15 @@ TEST_CASE("SmolLM2 Q4_1 GGUF: logits and NLL equal transformers fp32", "[smollm2
 }
 
 TEST_CASE("SmolLM2 Q4_1 GGUF: held-out perplexity equals transformers fp32", "[smollm2]") {
-  if (!have_model()) return;
-  const auto reference = qlt::read_json_file(kReference / "reference.json");
+  if (!have_smollm2_model()) return;
+  const auto reference = qlt::read_json_file(kSmolLm2Reference / "reference.json");
   const auto& heldout = reference.at("heldout");
-  const auto tensors = qlt::io::SafetensorsFile::open(kReference / "reference.safetensors");
+  const auto tensors = qlt::io::SafetensorsFile::open(kSmolLm2Reference / "reference.safetensors");
   at::NoGradGuard no_grad;
   auto text_ids = heldout.at("ids");
   text_ids.push_back(reference.at("model").at("eos_id"));  // scored as eval does: ids, then EOS
   const auto ids = ids_tensor(text_ids);
-  const auto logits = smollm2().logits(ids).squeeze(0);
+  const auto logits = smollm2_model().logits(ids).squeeze(0);
   const auto nll = next_token_nll(logits, ids.squeeze(0));
   const auto ref = tensors.tensor("heldout.nll").to(at::kDouble);
   REQUIRE(nll.sizes() == ref.sizes());

@@ -15,12 +15,12 @@
 
 #include "io/safetensors.h"
 #include "io/safetensors_test_util.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace qlt::test {
 
-inline const std::filesystem::path kBnbFixtureDir =
-    std::filesystem::path(QLT_SOURCE_DIR) / "tests/fixtures/bnb_llama_gqa";
+inline const std::filesystem::path kBnbFixtureDir = kFixtures / "bnb_llama_gqa";
 inline const std::string kBnbStateSuffix = ".quant_state.bitsandbytes__nf4";
 
 inline std::string tensor_text(const at::Tensor& bytes) {

@@ -20,6 +20,7 @@
 #include "quant/bnb_fixture_copy.h"
 #include "quant/bnb_layout.h"
 #include "quant/nf4.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -32,6 +33,9 @@ using qlt::quant::bnb_nf4_tensors;
 using qlt::quant::Nf4Tensor;
 using qlt::quant::read_bnb_nf4;
 using qlt::test::BnbFixtureCopy;
+using qlt::test::kBnbFixtureDir;
+using qlt::test::kBnbStateSuffix;
+using qlt::test::read_json;
 using qlt::test::require_user_error;
 using qlt::test::same_tensor;
 using qlt::test::TempDir;
@@ -39,29 +43,23 @@ using qlt::test::tensor_text;
 using qlt::test::text_tensor;
 using Tensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-const fs::path kBnbDir = qlt::test::kBnbFixtureDir;
 const fs::path kFp32Dir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/llama_gqa";
 const fs::path kCasesFile = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/nf4/cases.safetensors";
-const std::string kStateSuffix = qlt::test::kBnbStateSuffix;
 
 // The weight names of the quantized modules (14 in the fixture).
 std::vector<std::string> quantized_weights(const SafetensorsCheckpoint& ckpt) {
   std::vector<std::string> out;
   for (const auto& name : ckpt.names())
-    if (name.size() > kStateSuffix.size() &&
-        name.compare(name.size() - kStateSuffix.size(), kStateSuffix.size(), kStateSuffix) == 0)
-      out.push_back(name.substr(0, name.size() - kStateSuffix.size()));
+    if (name.size() > kBnbStateSuffix.size() &&
+        name.compare(name.size() - kBnbStateSuffix.size(), kBnbStateSuffix.size(),
+                     kBnbStateSuffix) == 0)
+      out.push_back(name.substr(0, name.size() - kBnbStateSuffix.size()));
   return out;
-}
-
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  return json::parse(in);
 }
 
 TEST_CASE("bnb: every quantized weight of the fixture reads and writes back byte for byte",
           "[bnb]") {
-  const auto ckpt = SafetensorsCheckpoint::open(kBnbDir);
+  const auto ckpt = SafetensorsCheckpoint::open(kBnbFixtureDir);
   const auto weights = quantized_weights(ckpt);
   REQUIRE(weights.size() == 14);
   CHECK_FALSE(qlt::quant::is_bnb_nf4_module(ckpt, "model.norm.weight"));
@@ -71,7 +69,7 @@ TEST_CASE("bnb: every quantized weight of the fixture reads and writes back byte
   for (const auto& w : weights) {
     INFO(w);
     CHECK(qlt::quant::is_bnb_nf4_module(ckpt, w));
-    const json state = json::parse(tensor_text(ckpt.tensor(w + kStateSuffix)));
+    const json state = json::parse(tensor_text(ckpt.tensor(w + kBnbStateSuffix)));
     const Nf4Tensor q = read_bnb_nf4(ckpt, w);
     CHECK(q.shape == state["shape"].get<std::vector<int64_t>>());
     CHECK(q.block_size == 64);
@@ -91,19 +89,19 @@ TEST_CASE("bnb: every quantized weight of the fixture reads and writes back byte
     for (const auto& [name, t] : written) names.push_back(name);
     CHECK(names == std::vector<std::string>{w, w + ".absmax", w + ".quant_map",
                                             w + ".nested_absmax", w + ".nested_quant_map",
-                                            w + kStateSuffix});
+                                            w + kBnbStateSuffix});
     for (const auto& [name, t] : written) {
       INFO(name);
       CHECK(same_tensor(t, ckpt.tensor(name)));
     }
-    CHECK(tensor_text(written.back().second) == tensor_text(ckpt.tensor(w + kStateSuffix)));
+    CHECK(tensor_text(written.back().second) == tensor_text(ckpt.tensor(w + kBnbStateSuffix)));
     // An explicit dtype name writes the same.
     CHECK(same_tensor(bnb_nf4_tensors(w, q, "float32").back().second, written.back().second));
   }
 }
 
 TEST_CASE("bnb: the fixture's quant-state text, verbatim", "[bnb]") {
-  const auto ckpt = SafetensorsCheckpoint::open(kBnbDir);
+  const auto ckpt = SafetensorsCheckpoint::open(kBnbFixtureDir);
   const std::string w = "model.layers.0.mlp.down_proj.weight";
   CHECK(qlt::quant::bnb_nf4_quant_state_json(read_bnb_nf4(ckpt, w), "float32") ==
         "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float32\", \"shape\": [64, "
@@ -114,7 +112,7 @@ TEST_CASE("bnb: the fixture's quant-state text, verbatim", "[bnb]") {
 TEST_CASE("bnb: quantizing the fp32 fixture reproduces transformers' file", "[bnb]") {
   // llama_gqa is the model bnb_llama_gqa was quantized from (fp32, blocksize 64, double quant).
   const auto fp32 = SafetensorsCheckpoint::open(kFp32Dir);
-  const auto bnb = SafetensorsCheckpoint::open(kBnbDir);
+  const auto bnb = SafetensorsCheckpoint::open(kBnbFixtureDir);
   for (const auto& w : quantized_weights(bnb)) {
     INFO(w);
     const Nf4Tensor q = qlt::quant::quantize_nf4(fp32.tensor(w), {64, true});
@@ -141,7 +139,7 @@ TEST_CASE("bnb: a weight without double quantization round-trips (4 entries)", "
   CHECK(written[0].first == w);
   CHECK(written[1].first == w + ".absmax");
   CHECK(written[2].first == w + ".quant_map");
-  CHECK(written[3].first == w + kStateSuffix);
+  CHECK(written[3].first == w + kBnbStateSuffix);
   CHECK(same_tensor(written[2].second, cases.tensor("quant_map")));
   CHECK(tensor_text(written[3].second) ==
         "{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"bfloat16\", \"shape\": [64, "
@@ -192,35 +190,36 @@ TEST_CASE("bnb: Python float repr", "[bnb]") {
   CHECK(python_float_repr(std::numeric_limits<double>::quiet_NaN()) == "nan");
 }
 
-// A copy of bnb_llama_gqa whose tensors a test spoils before reading kWeight back.
-const std::string kWeight = "model.layers.0.mlp.down_proj.weight";  // [64, 160]: 160 blocks
+// A copy of bnb_llama_gqa whose tensors a test spoils before reading kBnbLayoutWeight back.
+const std::string kBnbLayoutWeight =
+    "model.layers.0.mlp.down_proj.weight";  // [64, 160]: 160 blocks
 
-// Writes the copy and requires read_bnb_nf4(kWeight) to fail naming every part.
+// Writes the copy and requires read_bnb_nf4(kBnbLayoutWeight) to fail naming every part.
 void require_read_error(BnbFixtureCopy& copy, const std::vector<std::string>& parts) {
   copy.save();
   const auto ckpt = SafetensorsCheckpoint::open(copy.dir.path);
-  require_user_error([&] { read_bnb_nf4(ckpt, kWeight); }, parts);
+  require_user_error([&] { read_bnb_nf4(ckpt, kBnbLayoutWeight); }, parts);
 }
 
 TEST_CASE("bnb: an unbroken copy reads", "[bnb]") {
-  BnbFixtureCopy copy(kWeight);
+  BnbFixtureCopy copy(kBnbLayoutWeight);
   copy.edit_state([](json&) {});  // compact JSON (no spaces, sorted keys) is fine too
   qlt::io::save_safetensors(copy.dir / "model.safetensors", copy.tensors);
   const auto ckpt = SafetensorsCheckpoint::open(copy.dir.path);
-  const Nf4Tensor q = read_bnb_nf4(ckpt, kWeight);
+  const Nf4Tensor q = read_bnb_nf4(ckpt, kBnbLayoutWeight);
   CHECK(q.offset == 0.26313430070877075f);
   CHECK(q.shape == std::vector<int64_t>{64, 160});
 }
 
 TEST_CASE("bnb: quant-state errors", "[bnb]") {
-  const std::string qs = kWeight + kStateSuffix;
-  BnbFixtureCopy copy(kWeight);
+  const std::string qs = kBnbLayoutWeight + kBnbStateSuffix;
+  BnbFixtureCopy copy(kBnbLayoutWeight);
   SECTION("missing") {
     copy.erase(qs);
-    require_read_error(copy, {kWeight, qs, "missing"});
+    require_read_error(copy, {kBnbLayoutWeight, qs, "missing"});
   }
   SECTION("fp4 key") {
-    copy.rename(qs, kWeight + ".quant_state.bitsandbytes__fp4");
+    copy.rename(qs, kBnbLayoutWeight + ".quant_state.bitsandbytes__fp4");
     require_read_error(copy, {"bitsandbytes__fp4", "fp4", "not supported", "nf4"});
   }
   SECTION("not JSON") {
@@ -342,44 +341,45 @@ TEST_CASE("bnb: quant-state errors", "[bnb]") {
 }
 
 TEST_CASE("bnb: tensor errors", "[bnb]") {
-  BnbFixtureCopy copy(kWeight);
+  BnbFixtureCopy copy(kBnbLayoutWeight);
   SECTION("packed weight missing") {
-    copy.erase(kWeight);
-    require_read_error(copy, {"missing tensor " + kWeight});
+    copy.erase(kBnbLayoutWeight);
+    require_read_error(copy, {"missing tensor " + kBnbLayoutWeight});
   }
   SECTION("packed weight not U8") {
-    copy.set(kWeight, at::zeros({1280, 1}, at::kFloat));
-    require_read_error(copy, {kWeight, "U8", "quant storage", "F32"});
+    copy.set(kBnbLayoutWeight, at::zeros({1280, 1}, at::kFloat));
+    require_read_error(copy, {kBnbLayoutWeight, "U8", "quant storage", "F32"});
   }
   SECTION("shape product disagrees with the packed bytes") {
     copy.edit_state([](json& j) { j["shape"] = json::array({64, 161}); });
-    require_read_error(copy, {kWeight, "[64, 161]", "10304", "U8 [5152, 1]", "U8 [5120, 1]"});
+    require_read_error(copy,
+                       {kBnbLayoutWeight, "[64, 161]", "10304", "U8 [5152, 1]", "U8 [5120, 1]"});
   }
   SECTION("packed weight of a wrong shape") {
-    copy.set(kWeight, at::zeros({2560, 2}, at::kByte));
-    require_read_error(copy, {kWeight, "U8 [5120, 1]", "U8 [2560, 2]"});
+    copy.set(kBnbLayoutWeight, at::zeros({2560, 2}, at::kByte));
+    require_read_error(copy, {kBnbLayoutWeight, "U8 [5120, 1]", "U8 [2560, 2]"});
   }
   SECTION("packed weight 1-D is accepted") {
-    copy.set(kWeight, copy.at(kWeight).view({-1}).clone());
+    copy.set(kBnbLayoutWeight, copy.at(kBnbLayoutWeight).view({-1}).clone());
     qlt::io::save_safetensors(copy.dir / "model.safetensors", copy.tensors);
-    const auto q = read_bnb_nf4(SafetensorsCheckpoint::open(copy.dir.path), kWeight);
+    const auto q = read_bnb_nf4(SafetensorsCheckpoint::open(copy.dir.path), kBnbLayoutWeight);
     CHECK(q.packed.sizes() == at::IntArrayRef({5120, 1}));
   }
   SECTION("absmax missing") {
-    copy.erase(kWeight + ".absmax");
-    require_read_error(copy, {"missing tensor " + kWeight + ".absmax"});
+    copy.erase(kBnbLayoutWeight + ".absmax");
+    require_read_error(copy, {"missing tensor " + kBnbLayoutWeight + ".absmax"});
   }
   SECTION("absmax length disagrees with ceil(n / blocksize)") {
     copy.edit_state([](json& j) { j["blocksize"] = 32; });  // 320 blocks, 160 stored
-    require_read_error(copy, {kWeight + ".absmax", "U8 [320]", "U8 [160]"});
+    require_read_error(copy, {kBnbLayoutWeight + ".absmax", "U8 [320]", "U8 [160]"});
   }
   SECTION("absmax length") {
-    copy.set(kWeight + ".absmax", at::zeros({161}, at::kByte));
-    require_read_error(copy, {kWeight + ".absmax", "U8 [160]", "U8 [161]"});
+    copy.set(kBnbLayoutWeight + ".absmax", at::zeros({161}, at::kByte));
+    require_read_error(copy, {kBnbLayoutWeight + ".absmax", "U8 [160]", "U8 [161]"});
   }
   SECTION("absmax F32 with double quant") {
-    copy.set(kWeight + ".absmax", at::ones({160}, at::kFloat));
-    require_read_error(copy, {kWeight + ".absmax", "expected U8 [160]", "found F32"});
+    copy.set(kBnbLayoutWeight + ".absmax", at::ones({160}, at::kFloat));
+    require_read_error(copy, {kBnbLayoutWeight + ".absmax", "expected U8 [160]", "found F32"});
   }
   SECTION("absmax U8 without double quant") {
     copy.edit_state([](json& j) {
@@ -387,9 +387,9 @@ TEST_CASE("bnb: tensor errors", "[bnb]") {
       j.erase("nested_dtype");
       j.erase("nested_offset");
     });
-    copy.erase(kWeight + ".nested_absmax");
-    copy.erase(kWeight + ".nested_quant_map");
-    require_read_error(copy, {kWeight + ".absmax", "expected F32 [160]", "found U8"});
+    copy.erase(kBnbLayoutWeight + ".nested_absmax");
+    copy.erase(kBnbLayoutWeight + ".nested_quant_map");
+    require_read_error(copy, {kBnbLayoutWeight + ".absmax", "expected F32 [160]", "found U8"});
   }
   SECTION("nested tensors without nested keys") {
     copy.edit_state([](json& j) {
@@ -397,73 +397,74 @@ TEST_CASE("bnb: tensor errors", "[bnb]") {
       j.erase("nested_dtype");
       j.erase("nested_offset");
     });
-    require_read_error(copy, {kWeight + kStateSuffix, "no \"nested_blocksize\""});
+    require_read_error(copy, {kBnbLayoutWeight + kBnbStateSuffix, "no \"nested_blocksize\""});
   }
   SECTION("nested keys without nested tensors") {
-    copy.erase(kWeight + ".nested_absmax");
-    copy.erase(kWeight + ".nested_quant_map");
-    require_read_error(copy, {kWeight + kStateSuffix, kWeight + ".nested_absmax", "missing"});
+    copy.erase(kBnbLayoutWeight + ".nested_absmax");
+    copy.erase(kBnbLayoutWeight + ".nested_quant_map");
+    require_read_error(
+        copy, {kBnbLayoutWeight + kBnbStateSuffix, kBnbLayoutWeight + ".nested_absmax", "missing"});
   }
   SECTION("nested_absmax missing") {
-    copy.erase(kWeight + ".nested_absmax");
-    require_read_error(copy, {"missing tensor " + kWeight + ".nested_absmax"});
+    copy.erase(kBnbLayoutWeight + ".nested_absmax");
+    require_read_error(copy, {"missing tensor " + kBnbLayoutWeight + ".nested_absmax"});
   }
   SECTION("nested_absmax length disagrees with ceil(n_blocks / 256)") {
-    copy.set(kWeight + ".nested_absmax", at::ones({2}, at::kFloat));
-    require_read_error(copy, {kWeight + ".nested_absmax", "F32 [1]", "F32 [2]"});
+    copy.set(kBnbLayoutWeight + ".nested_absmax", at::ones({2}, at::kFloat));
+    require_read_error(copy, {kBnbLayoutWeight + ".nested_absmax", "F32 [1]", "F32 [2]"});
   }
   SECTION("nested_absmax dtype") {
-    copy.set(kWeight + ".nested_absmax", at::ones({1}, at::kHalf));
-    require_read_error(copy, {kWeight + ".nested_absmax", "F32 [1]", "F16 [1]"});
+    copy.set(kBnbLayoutWeight + ".nested_absmax", at::ones({1}, at::kHalf));
+    require_read_error(copy, {kBnbLayoutWeight + ".nested_absmax", "F32 [1]", "F16 [1]"});
   }
   SECTION("quant_map missing") {
-    copy.erase(kWeight + ".quant_map");
-    require_read_error(copy, {"missing tensor " + kWeight + ".quant_map"});
+    copy.erase(kBnbLayoutWeight + ".quant_map");
+    require_read_error(copy, {"missing tensor " + kBnbLayoutWeight + ".quant_map"});
   }
   SECTION("quant_map size") {
-    copy.set(kWeight + ".quant_map", at::zeros({15}, at::kFloat));
-    require_read_error(copy, {kWeight + ".quant_map", "F32 [16]", "F32 [15]"});
+    copy.set(kBnbLayoutWeight + ".quant_map", at::zeros({15}, at::kFloat));
+    require_read_error(copy, {kBnbLayoutWeight + ".quant_map", "F32 [16]", "F32 [15]"});
   }
   SECTION("quant_map differs from the NF4 codebook") {
-    at::Tensor map = copy.at(kWeight + ".quant_map").clone();
+    at::Tensor map = copy.at(kBnbLayoutWeight + ".quant_map").clone();
     map[3] = -0.4f;
-    copy.set(kWeight + ".quant_map", map);
-    require_read_error(copy,
-                       {kWeight + ".quant_map", "entry 3", "-0.4", "NF4 codebook", "not nf4"});
+    copy.set(kBnbLayoutWeight + ".quant_map", map);
+    require_read_error(
+        copy, {kBnbLayoutWeight + ".quant_map", "entry 3", "-0.4", "NF4 codebook", "not nf4"});
   }
   SECTION("quant_map of fp4") {
     // bnb's FP4 table (a different format entirely).
     const float fp4[16] = {0, 0.0052,  0.6667,  1,  0.3333,  0.5,  0.1667,  0.25,
                            0, -0.0052, -0.6667, -1, -0.3333, -0.5, -0.1667, -0.25};
-    copy.set(kWeight + ".quant_map", at::from_blob(const_cast<float*>(fp4), {16}).clone());
-    require_read_error(copy, {kWeight + ".quant_map", "entry 0", "NF4 codebook"});
+    copy.set(kBnbLayoutWeight + ".quant_map", at::from_blob(const_cast<float*>(fp4), {16}).clone());
+    require_read_error(copy, {kBnbLayoutWeight + ".quant_map", "entry 0", "NF4 codebook"});
   }
   SECTION("nested_quant_map missing") {
-    copy.erase(kWeight + ".nested_quant_map");
-    require_read_error(copy, {"missing tensor " + kWeight + ".nested_quant_map"});
+    copy.erase(kBnbLayoutWeight + ".nested_quant_map");
+    require_read_error(copy, {"missing tensor " + kBnbLayoutWeight + ".nested_quant_map"});
   }
   SECTION("nested_quant_map of a wrong size") {
-    copy.set(kWeight + ".nested_quant_map", at::zeros({255}, at::kFloat));
-    require_read_error(copy, {kWeight + ".nested_quant_map", "F32 [256]", "F32 [255]"});
+    copy.set(kBnbLayoutWeight + ".nested_quant_map", at::zeros({255}, at::kFloat));
+    require_read_error(copy, {kBnbLayoutWeight + ".nested_quant_map", "F32 [256]", "F32 [255]"});
   }
   SECTION("nested_quant_map differs from the dynamic map") {
     // Older bitsandbytes overwrote entry 0 with -1.0.
-    at::Tensor map = copy.at(kWeight + ".nested_quant_map").clone();
+    at::Tensor map = copy.at(kBnbLayoutWeight + ".nested_quant_map").clone();
     map[0] = -1.0f;
-    copy.set(kWeight + ".nested_quant_map", map);
-    require_read_error(copy, {kWeight + ".nested_quant_map", "entry 0", "dynamic map",
+    copy.set(kBnbLayoutWeight + ".nested_quant_map", map);
+    require_read_error(copy, {kBnbLayoutWeight + ".nested_quant_map", "entry 0", "dynamic map",
                               "-0.99296874", "re-quantize"});
   }
   SECTION("nested_quant_map with NaN") {
-    at::Tensor map = copy.at(kWeight + ".nested_quant_map").clone();
+    at::Tensor map = copy.at(kBnbLayoutWeight + ".nested_quant_map").clone();
     map[200] = std::numeric_limits<float>::quiet_NaN();
-    copy.set(kWeight + ".nested_quant_map", map);
-    require_read_error(copy, {kWeight + ".nested_quant_map", "entry 200"});
+    copy.set(kBnbLayoutWeight + ".nested_quant_map", map);
+    require_read_error(copy, {kBnbLayoutWeight + ".nested_quant_map", "entry 200"});
   }
 }
 
 TEST_CASE("bnb: the shipped tables are what the fixture stores", "[bnb]") {
-  const auto ckpt = SafetensorsCheckpoint::open(kBnbDir);
+  const auto ckpt = SafetensorsCheckpoint::open(kBnbFixtureDir);
   const std::string w = "model.layers.1.self_attn.k_proj.weight";
   const Tensors t = bnb_nf4_tensors(w, read_bnb_nf4(ckpt, w));
   CHECK(same_tensor(t[2].second, ckpt.tensor(w + ".quant_map")));
@@ -471,7 +472,7 @@ TEST_CASE("bnb: the shipped tables are what the fixture stores", "[bnb]") {
 }
 
 TEST_CASE("bnb: quantization_config for config.json", "[bnb]") {
-  const json fixture = read_json(kBnbDir / "config.json")["quantization_config"];
+  const json fixture = read_json(kBnbFixtureDir / "config.json")["quantization_config"];
   CHECK(qlt::quant::bnb_quantization_config({64, true}, "float32") == fixture);
   CHECK(qlt::quant::bnb_quantization_config({64, true}, "float32").dump(2) == fixture.dump(2));
 

@@ -19,6 +19,7 @@
 #include "quant/ggml_blocks.h"
 #include "quant/ggml_dequantize.h"
 #include "quant/int4.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -27,19 +28,19 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using qlt::io::GgmlType;
 
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/ggml";
+const fs::path kDequantizeFixtureDir = qlt::test::kFixtures / "ggml";
 
-const qlt::io::SafetensorsFile& fixture() {
-  static auto f = qlt::io::SafetensorsFile::open(kDir / "dequantize.safetensors");
+const qlt::io::SafetensorsFile& dequantize_fixture() {
+  static auto f = qlt::io::SafetensorsFile::open(kDequantizeFixtureDir / "dequantize.safetensors");
   return f;
 }
 
-nlohmann::json cases() {
-  std::ifstream in(kDir / "dequantize.json");
+nlohmann::json dequantize_cases() {
+  std::ifstream in(kDequantizeFixtureDir / "dequantize.json");
   return nlohmann::json::parse(in)["cases"];
 }
 
-std::span<const uint8_t> bytes_of(const at::Tensor& t) {
+std::span<const uint8_t> tensor_bytes_of(const at::Tensor& t) {
   return {t.const_data_ptr<uint8_t>(), static_cast<size_t>(t.numel())};
 }
 
@@ -69,7 +70,7 @@ void check_bits(const at::Tensor& ours, const at::Tensor& theirs, const std::str
 }  // namespace
 
 TEST_CASE("ggml_dequantize = gguf.quants.dequantize, bit for bit, every type", "[ggml]") {
-  const auto all = cases();
+  const auto all = dequantize_cases();
   std::set<std::string> types;
   for (const auto& [name, c] : all.items()) {
     DYNAMIC_SECTION("case " << name << " (" << c["type"].get<std::string>()
@@ -79,11 +80,11 @@ TEST_CASE("ggml_dequantize = gguf.quants.dequantize, bit for bit, every type", "
       REQUIRE(traits.has_value());
       CHECK(traits->name == c["type"].get<std::string>());
       REQUIRE(qlt::quant::ggml_can_dequantize(type));
-      const at::Tensor raw = fixture().tensor(name + ".bytes");
+      const at::Tensor raw = dequantize_fixture().tensor(name + ".bytes");
       const int64_t numel = c["numel"].get<int64_t>();
-      const at::Tensor got = qlt::quant::ggml_dequantize(type, bytes_of(raw), numel, name);
+      const at::Tensor got = qlt::quant::ggml_dequantize(type, tensor_bytes_of(raw), numel, name);
       CHECK(got.sizes() == at::IntArrayRef({numel}));
-      check_bits(got, fixture().tensor(name + ".expected"), name);
+      check_bits(got, dequantize_fixture().tensor(name + ".expected"), name);
 
       // The same bytes one byte off alignment (GGUF data need not be aligned for a struct).
       std::vector<uint8_t> shifted(static_cast<size_t>(raw.numel()) + 1);
@@ -94,7 +95,7 @@ TEST_CASE("ggml_dequantize = gguf.quants.dequantize, bit for bit, every type", "
 
       // Q4_1 is INT4 with groups of 32: the INT4 path gives the same values.
       if (type == GgmlType::Q4_1) {
-        const auto q = qlt::quant::int4_from_q4_1(bytes_of(raw), 1, numel, at::kFloat, name);
+        const auto q = qlt::quant::int4_from_q4_1(tensor_bytes_of(raw), 1, numel, at::kFloat, name);
         check_bits(qlt::quant::dequantize_int4(q).reshape({-1}), got, name + " via INT4");
       }
     }

@@ -17,6 +17,7 @@
 #include "quant/ggml_blocks.h"
 #include "quant/ggml_dequantize.h"
 #include "quant/ggml_quantize.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -25,15 +26,15 @@ namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 using qlt::io::GgmlType;
 
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/ggml_quantize";
+const fs::path kQuantizeFixtureDir = qlt::test::kFixtures / "ggml_quantize";
 
-const qlt::io::SafetensorsFile& fixture() {
-  static auto f = qlt::io::SafetensorsFile::open(kDir / "quantize.safetensors");
+const qlt::io::SafetensorsFile& quantize_fixture() {
+  static auto f = qlt::io::SafetensorsFile::open(kQuantizeFixtureDir / "quantize.safetensors");
   return f;
 }
 
-nlohmann::json cases() {
-  std::ifstream in(kDir / "quantize.json");
+nlohmann::json quantize_cases() {
+  std::ifstream in(kQuantizeFixtureDir / "quantize.json");
   return nlohmann::json::parse(in)["cases"];
 }
 
@@ -58,7 +59,7 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
 
 TEST_CASE("ggml_quantize = gguf.quants.quantize, byte for byte (Q8_0, Q4_0, F16, BF16)",
           "[ggml_quantize]") {
-  const auto all = cases();
+  const auto all = quantize_cases();
   std::set<std::string> types;
   for (const auto& [name, c] : all.items()) {
     DYNAMIC_SECTION("case " << name << " (" << c["type"].get<std::string>() << ", "
@@ -66,8 +67,8 @@ TEST_CASE("ggml_quantize = gguf.quants.quantize, byte for byte (Q8_0, Q4_0, F16,
                             << "): " << c["description"].get<std::string>()) {
       const auto type = static_cast<GgmlType>(c["type_id"].get<uint32_t>());
       REQUIRE(qlt::quant::ggml_can_quantize(type));
-      const at::Tensor input = fixture().tensor(name + ".input");
-      const at::Tensor expected = fixture().tensor(name + ".bytes");
+      const at::Tensor input = quantize_fixture().tensor(name + ".input");
+      const at::Tensor expected = quantize_fixture().tensor(name + ".bytes");
       const auto ours = qlt::quant::ggml_quantize(type, input, name);
       const int64_t diff = first_difference(ours, expected);
       INFO("first differing byte " << diff << " of " << ours.size()
@@ -76,7 +77,7 @@ TEST_CASE("ggml_quantize = gguf.quants.quantize, byte for byte (Q8_0, Q4_0, F16,
       // Dequantizing our bytes gives gguf's values, bit for bit.
       const at::Tensor deq =
           qlt::quant::ggml_dequantize(type, ours, input.numel(), name).view(input.sizes());
-      CHECK(same_bits(deq, fixture().tensor(name + ".dequantized")));
+      CHECK(same_bits(deq, quantize_fixture().tensor(name + ".dequantized")));
       // A 1-thread run, and a strided view of the same values, give the same bytes.
       const int threads = at::get_num_threads();
       at::set_num_threads(1);

@@ -15,6 +15,7 @@
 #include "quant/ggml_blocks.h"
 #include "quant/int4.h"
 #include "quant/int4_cuda.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
@@ -24,15 +25,15 @@ using Catch::Matchers::Contains;
 using qlt::quant::Int4Options;
 using qlt::quant::Int4Tensor;
 
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/ggml";
+const fs::path kInt4FixtureDir = qlt::test::kFixtures / "ggml";
 
-const qlt::io::SafetensorsFile& fixture() {
-  static auto f = qlt::io::SafetensorsFile::open(kDir / "q4_1_quantize.safetensors");
+const qlt::io::SafetensorsFile& int4_fixture() {
+  static auto f = qlt::io::SafetensorsFile::open(kInt4FixtureDir / "q4_1_quantize.safetensors");
   return f;
 }
 
-nlohmann::json cases() {
-  std::ifstream in(kDir / "q4_1_quantize.json");
+nlohmann::json int4_cases() {
+  std::ifstream in(kInt4FixtureDir / "q4_1_quantize.json");
   return nlohmann::json::parse(in)["cases"];
 }
 
@@ -72,7 +73,7 @@ std::pair<float, float> block_dm(const Int4Tensor& q, int64_t b) {
 }
 
 // The 16 codes of group element j of block b.
-int code(const Int4Tensor& q, int64_t b, int64_t j) {
+int int4_code(const Int4Tensor& q, int64_t b, int64_t j) {
   const at::Tensor blocks = q.blocks.contiguous();
   const uint8_t* qs = blocks.const_data_ptr<uint8_t>() + b * qlt::int4::block_bytes(q.group_size) +
                       qlt::int4::kQsOffset;
@@ -83,13 +84,13 @@ int code(const Int4Tensor& q, int64_t b, int64_t j) {
 }  // namespace
 
 TEST_CASE("INT4 group 32 = gguf Q4_1: quantize bytes and dequantize bits", "[int4][ggml]") {
-  const auto all = cases();
+  const auto all = int4_cases();
   REQUIRE(all.size() >= 12);
   for (const auto& [name, c] : all.items()) {
     DYNAMIC_SECTION("case " << name << ": " << c["description"].get<std::string>()) {
-      const at::Tensor input = fixture().tensor(name + ".input");
-      const at::Tensor want_blocks = fixture().tensor(name + ".blocks");
-      const at::Tensor want = fixture().tensor(name + ".dequantized");
+      const at::Tensor input = int4_fixture().tensor(name + ".input");
+      const at::Tensor want_blocks = int4_fixture().tensor(name + ".blocks");
+      const at::Tensor want = int4_fixture().tensor(name + ".dequantized");
       const Int4Tensor q = qlt::quant::quantize_int4(input, Int4Options{32}, name);
       CHECK(q.shape == input.sizes().vec());
       CHECK(q.dtype == input.scalar_type());
@@ -136,7 +137,7 @@ TEST_CASE("INT4 groups of 64 and 128 equal group 32 where every 32 share min and
       for (int64_t b = 0; b < q.num_groups(); ++b) {
         for (int64_t j = 0; j < g; ++j) {
           const int64_t b32 = (b * g + j) / 32, j32 = (b * g + j) % 32;
-          REQUIRE(code(q, b, j) == code(q32, b32, j32));
+          REQUIRE(int4_code(q, b, j) == int4_code(q32, b32, j32));
           if (j32 == 0) REQUIRE(block_dm(q, b) == block_dm(q32, b32));
         }
       }

@@ -9,20 +9,21 @@
 #include "io/safetensors.h"
 #include "nf4_layout.h"
 #include "quant/nf4.h"
+#include "test_common.h"
 #include "test_paths.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-const fs::path kDir = fs::path(QLT_SOURCE_DIR) / "tests/fixtures/nf4";
+const fs::path kNf4FixtureDir = qlt::test::kFixtures / "nf4";
 
-const qlt::io::SafetensorsFile& fixture() {
-  static auto f = qlt::io::SafetensorsFile::open(kDir / "cases.safetensors");
+const qlt::io::SafetensorsFile& nf4_fixture() {
+  static auto f = qlt::io::SafetensorsFile::open(kNf4FixtureDir / "cases.safetensors");
   return f;
 }
 
-nlohmann::json cases() {
-  std::ifstream in(kDir / "cases.json");
+nlohmann::json nf4_cases() {
+  std::ifstream in(kNf4FixtureDir / "cases.json");
   return nlohmann::json::parse(in)["cases"];
 }
 
@@ -50,20 +51,21 @@ void require_bitwise_equal(const at::Tensor& ours, const at::Tensor& theirs,
 }  // namespace
 
 TEST_CASE("NF4 tables equal bitsandbytes' quant_map, dynamic map and lookup table", "[nf4][bnb]") {
-  require_bitwise_equal(qlt::quant::nf4_quant_map(), fixture().tensor("quant_map"), "quant_map");
-  require_bitwise_equal(qlt::quant::nf4_nested_quant_map(), fixture().tensor("dynamic_map"),
+  require_bitwise_equal(qlt::quant::nf4_quant_map(), nf4_fixture().tensor("quant_map"),
+                        "quant_map");
+  require_bitwise_equal(qlt::quant::nf4_nested_quant_map(), nf4_fixture().tensor("dynamic_map"),
                         "dynamic_map");
   auto lut = at::empty({qlt::nf4::kNestedLutSize}, at::kByte);
   qlt::nf4::build_nested_lut(lut.mutable_data_ptr<uint8_t>());
-  require_bitwise_equal(lut, fixture().tensor("dq_lut"), "dq_lut");
+  require_bitwise_equal(lut, nf4_fixture().tensor("dq_lut"), "dq_lut");
 }
 
 TEST_CASE("NF4 quantize/dequantize is byte-identical to bitsandbytes on every case", "[nf4][bnb]") {
-  auto all = cases();
+  auto all = nf4_cases();
   REQUIRE(all.size() >= 10);
   for (const auto& [name, c] : all.items()) {
     DYNAMIC_SECTION("case " << name << ": " << c["description"].get<std::string>()) {
-      const auto& f = fixture();
+      const auto& f = nf4_fixture();
       qlt::quant::Nf4Options options{c["blocksize"].get<int64_t>(), c["double_quant"].get<bool>()};
       auto input = f.tensor(name + ".input");
       auto q = qlt::quant::quantize_nf4(input, options);

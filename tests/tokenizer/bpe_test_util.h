@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "test_common.h"
 #include "test_paths.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,12 +22,10 @@ namespace qlt::test::bpe {
 
 namespace fs = std::filesystem;
 
-inline fs::path fixtures() { return fs::path(QLT_SOURCE_DIR) / "tests/fixtures"; }
+inline fs::path fixtures() { return kFixtures; }
 inline fs::path bpe_dir() { return fixtures() / "tokenizer_bpe"; }
 inline fs::path gguf_dir() { return fixtures() / "tokenizer_gguf"; }
-inline fs::path smollm2_gguf() {
-  return fs::path(QLT_SOURCE_DIR) / "models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+inline fs::path smollm2_gguf() { return kSmolLm2Gguf; }
 
 inline std::vector<nlohmann::json> read_jsonl(const fs::path& file) {
   std::ifstream in(file);

@@ -55,14 +55,14 @@ json base_json() {
             {"merges", json::array({"a b", json::array({"Ġ", "a"})})}}}};
 }
 
-Tokenizer load_json(const json& j) {
+Tokenizer load_tokenizer_json(const json& j) {
   return Tokenizer::from_tokenizer_json(j.dump(), "bad/tokenizer.json");
 }
 
-void require_user_error(const json& j, const std::vector<std::string>& parts) {
+void require_tokenizer_json_error(const json& j, const std::vector<std::string>& parts) {
   INFO(j.dump().substr(0, 400));
   try {
-    load_json(j);
+    load_tokenizer_json(j);
     FAIL("no error");
   } catch (const qlt::UserError& e) {
     const std::string what = e.what();
@@ -75,7 +75,7 @@ void require_user_error(const json& j, const std::vector<std::string>& parts) {
 }  // namespace
 
 TEST_CASE("the small tokenizer.json of these tests loads and works", "[bpe][errors]") {
-  const auto t = load_json(base_json());
+  const auto t = load_tokenizer_json(base_json());
   CHECK(t.encode("ab a<|x|>c", false) == std::vector<int64_t>{7, 8, 9, 2});
   CHECK(t.decode({7, 8, 9, 2}) == "ab a<|x|>c");
 }
@@ -85,60 +85,61 @@ TEST_CASE("tokenizer.json: unsupported parts are named with their JSON path", "[
     for (const std::string type : {"WordPiece", "Unigram", "WordLevel"}) {
       auto j = base_json();
       j["model"]["type"] = type;
-      require_user_error(j, {"model.type", "the model type \"" + type + "\" is not supported"});
+      require_tokenizer_json_error(
+          j, {"model.type", "the model type \"" + type + "\" is not supported"});
     }
   }
   SECTION("pre-tokenizers") {
     auto j = base_json();
     j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "▁"}};
-    require_user_error(j, {"pre_tokenizer.type", "\"Metaspace\" is not supported"});
+    require_tokenizer_json_error(j, {"pre_tokenizer.type", "\"Metaspace\" is not supported"});
     j["pre_tokenizer"] = {{"type", "Sequence"},
                           {"pretokenizers", json::array({{{"type", "Whitespace"}}})}};
-    require_user_error(j, {"pre_tokenizer.pretokenizers[0].type", "\"Whitespace\""});
+    require_tokenizer_json_error(j, {"pre_tokenizer.pretokenizers[0].type", "\"Whitespace\""});
     j["pre_tokenizer"] = nullptr;
-    require_user_error(j, {"no ByteLevel step"});
+    require_tokenizer_json_error(j, {"no ByteLevel step"});
     j["pre_tokenizer"] = {
         {"type", "Sequence"},
         {"pretokenizers", json::array({{{"type", "ByteLevel"}}, {{"type", "Digits"}}})}};
-    require_user_error(j, {"pre_tokenizer.pretokenizers[1]", "after the ByteLevel"});
+    require_tokenizer_json_error(j, {"pre_tokenizer.pretokenizers[1]", "after the ByteLevel"});
     j["pre_tokenizer"] = {{"type", "Split"},
                           {"pattern", {{"Regex", "(unclosed"}}},
                           {"behavior", "Isolated"},
                           {"invert", false}};
-    require_user_error(j, {"pre_tokenizer.pattern.Regex", "(unclosed", "PCRE2"});
+    require_tokenizer_json_error(j, {"pre_tokenizer.pattern.Regex", "(unclosed", "PCRE2"});
     j["pre_tokenizer"] = {{"type", "Split"},
                           {"pattern", {{"Regex", "a"}}},
                           {"behavior", "Sideways"},
                           {"invert", false}};
-    require_user_error(j, {"pre_tokenizer.behavior", "\"Sideways\""});
+    require_tokenizer_json_error(j, {"pre_tokenizer.behavior", "\"Sideways\""});
   }
   SECTION("normalizers") {
     auto j = base_json();
     j["normalizer"] = {{"type", "NFC"}};
-    require_user_error(j, {"normalizer.type", "\"NFC\" is not supported"});
+    require_tokenizer_json_error(j, {"normalizer.type", "\"NFC\" is not supported"});
     j["normalizer"] = {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFKC"}}})}};
-    require_user_error(j, {"normalizer.type", "\"Sequence\""});
+    require_tokenizer_json_error(j, {"normalizer.type", "\"Sequence\""});
   }
   SECTION("decoders and post-processors") {
     auto j = base_json();
     j["decoder"] = {{"type", "WordPiece"}};
-    require_user_error(j, {"decoder.type", "\"WordPiece\""});
+    require_tokenizer_json_error(j, {"decoder.type", "\"WordPiece\""});
     j["decoder"] = nullptr;
-    require_user_error(j, {"no ByteLevel decoder"});
+    require_tokenizer_json_error(j, {"no ByteLevel decoder"});
     j = base_json();
     j["post_processor"] = {{"type", "BertProcessing"}};
-    require_user_error(j, {"post_processor.type", "\"BertProcessing\""});
+    require_tokenizer_json_error(j, {"post_processor.type", "\"BertProcessing\""});
   }
   SECTION("model options") {
     auto j = base_json();
     j["model"]["dropout"] = 0.1;
-    require_user_error(j, {"model.dropout", "dropout"});
+    require_tokenizer_json_error(j, {"model.dropout", "dropout"});
     j = base_json();
     j["model"]["continuing_subword_prefix"] = "##";
-    require_user_error(j, {"model.continuing_subword_prefix"});
+    require_tokenizer_json_error(j, {"model.continuing_subword_prefix"});
     j = base_json();
     j["model"]["unk_token"] = "<unk>";
-    require_user_error(j, {"model.unk_token", "\"<unk>\" is not in model.vocab"});
+    require_tokenizer_json_error(j, {"model.unk_token", "\"<unk>\" is not in model.vocab"});
   }
 }
 
@@ -146,55 +147,57 @@ TEST_CASE("tokenizer.json: broken vocabularies and merges", "[bpe][errors]") {
   SECTION("a merge names a token that is not in the vocabulary") {
     auto j = base_json();
     j["model"]["merges"] = json::array({"a b", "a z"});
-    require_user_error(j, {"model.merges[1]", "\"z\", which is not a token of the vocabulary"});
+    require_tokenizer_json_error(
+        j, {"model.merges[1]", "\"z\", which is not a token of the vocabulary"});
     j["model"]["merges"] = json::array({json::array({"b", "c"})});  // "bc" is not a token
-    require_user_error(j, {"model.merges[0]", "\"bc\""});
+    require_tokenizer_json_error(j, {"model.merges[0]", "\"bc\""});
   }
   SECTION("malformed merges") {
     auto j = base_json();
     j["model"]["merges"] = json::array({"ab"});
-    require_user_error(j, {"model.merges[0]", "separated by one space"});
+    require_tokenizer_json_error(j, {"model.merges[0]", "separated by one space"});
     j["model"]["merges"] = json::array({"a b c"});
-    require_user_error(j, {"model.merges[0]"});
+    require_tokenizer_json_error(j, {"model.merges[0]"});
     j["model"]["merges"] = json::array({json::array({"a"})});
-    require_user_error(j, {"model.merges[0]", "pair"});
+    require_tokenizer_json_error(j, {"model.merges[0]", "pair"});
     j["model"]["merges"] = json::array({42});
-    require_user_error(j, {"model.merges[0]", "the number 42"});
+    require_tokenizer_json_error(j, {"model.merges[0]", "the number 42"});
   }
   SECTION("vocabulary ids out of range, negative or twice") {
     auto j = base_json();
     j["model"]["vocab"]["b"] = 99;
-    require_user_error(j, {"model.vocab[\"b\"]", "id 99 is out of range", "must be 0 to 8"});
+    require_tokenizer_json_error(j,
+                                 {"model.vocab[\"b\"]", "id 99 is out of range", "must be 0 to 8"});
     j = base_json();
     j["model"]["vocab"]["b"] = -1;
-    require_user_error(j, {"model.vocab[\"b\"]", "id -1 is out of range"});
+    require_tokenizer_json_error(j, {"model.vocab[\"b\"]", "id -1 is out of range"});
     j = base_json();
     j["model"]["vocab"]["b"] = 0;
-    require_user_error(j, {"model.vocab", "both have id 0"});
+    require_tokenizer_json_error(j, {"model.vocab", "both have id 0"});
     j = base_json();
     j["model"]["vocab"]["b"] = "one";
-    require_user_error(j, {"model.vocab[\"b\"]", "whole number"});
+    require_tokenizer_json_error(j, {"model.vocab[\"b\"]", "whole number"});
     j = base_json();
     j["model"]["vocab"] = json::object();
-    require_user_error(j, {"model.vocab", "is empty"});
+    require_tokenizer_json_error(j, {"model.vocab", "is empty"});
   }
   SECTION("added tokens with ids Hugging Face would not give them") {
     auto j = base_json();
     j["added_tokens"][0]["id"] = 50;
-    require_user_error(j, {"added_tokens[0].id", "has id 50", "gives it id 9"});
+    require_tokenizer_json_error(j, {"added_tokens[0].id", "has id 50", "gives it id 9"});
     j = base_json();
     j["added_tokens"][0]["content"] = "ab";  // in the vocabulary, id 7
-    require_user_error(j, {"added_tokens[0].id", "\"ab\" has id 9", "gives it id 7"});
+    require_tokenizer_json_error(j, {"added_tokens[0].id", "\"ab\" has id 9", "gives it id 7"});
     j = base_json();
     j["added_tokens"].push_back(j["added_tokens"][0]);
     j["added_tokens"][1]["id"] = 10;
-    require_user_error(j, {"added_tokens[1]", "listed twice"});
+    require_tokenizer_json_error(j, {"added_tokens[1]", "listed twice"});
     j = base_json();
     j["added_tokens"][0]["content"] = "";
-    require_user_error(j, {"added_tokens[0].content", "is empty"});
+    require_tokenizer_json_error(j, {"added_tokens[0].content", "is empty"});
   }
   SECTION("not an object / not JSON") {
-    require_user_error(json::array(), {"must be an object"});
+    require_tokenizer_json_error(json::array(), {"must be an object"});
     CHECK_THROWS_AS(Tokenizer::from_tokenizer_json("{\"model\": ", "bad/tokenizer.json"),
                     qlt::UserError);
   }

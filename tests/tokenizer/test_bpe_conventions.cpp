@@ -18,7 +18,7 @@ const Tokenizer& llama3_style() {
   return t;
 }
 
-std::vector<int64_t> cat(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+std::vector<int64_t> concat_ids(std::vector<int64_t> a, const std::vector<int64_t>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
 }
@@ -38,8 +38,9 @@ TEST_CASE("tokenizer.json: conventions from tokenizer_config.json and the post-p
   CHECK(t.add_bos_by_default());
   CHECK_FALSE(t.add_eos_by_default());
   CHECK(t.chat_template().find("<|start_header_id|>") != std::string::npos);
-  CHECK(t.encode("Hi there", true) == cat({2500}, t.encode("Hi there", false)));
-  CHECK(t.encode("Hi", true, true) == cat(cat({2500}, t.encode("Hi", false)), {2504}));
+  CHECK(t.encode("Hi there", true) == concat_ids({2500}, t.encode("Hi there", false)));
+  CHECK(t.encode("Hi", true, true) ==
+        concat_ids(concat_ids({2500}, t.encode("Hi", false)), {2504}));
   CHECK(t.piece_to_id("<|eot_id|>") == 2504);
   CHECK(t.piece_to_id("<tool>") == 2507);
   CHECK_FALSE(t.piece_to_id("no such token").has_value());

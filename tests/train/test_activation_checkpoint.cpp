@@ -43,8 +43,8 @@ at::Tensor layer_forward(const Layer& l, const at::Tensor& h, at::Generator& gen
 
 // Runs the stack (optionally checkpointing each layer), backpropagates a fixed loss, and
 // returns the grads of x0 (when it requires grad) and of every trainable weight, in order.
-std::vector<at::Tensor> run(const std::vector<Layer>& layers, const at::Tensor& x0,
-                            uint64_t dropout_seed, bool checkpoint) {
+std::vector<at::Tensor> run_layers(const std::vector<Layer>& layers, const at::Tensor& x0,
+                                   uint64_t dropout_seed, bool checkpoint) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(dropout_seed);
   auto h = x0 * 2.0;  // a non-leaf input, like an embedding output
   for (const auto& l : layers) {
@@ -65,7 +65,8 @@ std::vector<at::Tensor> run(const std::vector<Layer>& layers, const at::Tensor& 
   return grads;
 }
 
-void require_bitwise_equal(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+void require_bitwise_equal_outputs(const std::vector<at::Tensor>& a,
+                                   const std::vector<at::Tensor>& b) {
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     INFO("tensor " << i);
@@ -92,9 +93,9 @@ TEST_CASE("checkpointed gradients are bitwise identical to the plain graph's",
   auto x0 = at::randn({2, 5, 16}, at::make_generator<at::CPUGeneratorImpl>(3));
   auto x_plain = x0.clone().set_requires_grad(true);
   auto x_ckpt = x0.clone().set_requires_grad(true);
-  const auto plain = run(clone_layers(layers), x_plain, 11, false);
-  const auto ckpt = run(clone_layers(layers), x_ckpt, 11, true);
-  require_bitwise_equal(plain, ckpt);
+  const auto plain = run_layers(clone_layers(layers), x_plain, 11, false);
+  const auto ckpt = run_layers(clone_layers(layers), x_ckpt, 11, true);
+  require_bitwise_equal_outputs(plain, ckpt);
   // Dropout really dropped something, so the replay of its masks was tested.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
   CHECK(at::empty({5, 48}).bernoulli_(kKeep, gen).min().item<float>() == 0.0f);
@@ -104,10 +105,10 @@ TEST_CASE("checkpointing an input without grad still gives the parameters their 
           "[train][activation_checkpoint]") {
   const auto layers = make_layers(2, 16, 48, 8);
   auto x0 = at::randn({7, 16}, at::make_generator<at::CPUGeneratorImpl>(4));
-  const auto plain = run(clone_layers(layers), x0, 12, false);
-  const auto ckpt = run(clone_layers(layers), x0, 12, true);
+  const auto plain = run_layers(clone_layers(layers), x0, 12, false);
+  const auto ckpt = run_layers(clone_layers(layers), x0, 12, true);
   REQUIRE(plain.size() == 2 * 2 + 1);
-  require_bitwise_equal(plain, ckpt);
+  require_bitwise_equal_outputs(plain, ckpt);
 }
 
 TEST_CASE("checkpointed keeps no graph inside the block and accumulates like autograd",
@@ -170,7 +171,7 @@ int64_t peak_training_bytes(int n_layers, int64_t tokens, int64_t d, int64_t ff,
   c10::SetCPUAllocator(counter, kPriority);
   const int64_t start = counter->live.load();
   counter->peak = start;
-  run(layers, x0, 3, checkpoint);
+  run_layers(layers, x0, 3, checkpoint);
   const int64_t peak = counter->peak.load() - start;
   c10::SetCPUAllocator(counter->base, kPriority);
   return peak;

@@ -9,9 +9,11 @@ namespace {
 using Catch::Matchers::Contains;
 using qlt::config_to_json;
 using qlt::TrainConfig;
-using namespace qlt::train;
+using qlt::train::may_change_on_resume;
+using qlt::train::resume_config_hash;
+using qlt::train::resume_incompatibilities;
 
-TrainConfig base() {
+TrainConfig resume_base_config() {
   TrainConfig c;
   c.model.path = "models/a";
   c.data.train = "data/train.jsonl";
@@ -22,7 +24,7 @@ TrainConfig base() {
 
 TEST_CASE("resume accepts run length, logging, eval, checkpointing and device changes",
           "[train][resume]") {
-  TrainConfig changed = base();
+  TrainConfig changed = resume_base_config();
   changed.training.max_steps = 5000;
   changed.training.threads = 3;
   changed.training.device = "cpu";
@@ -32,25 +34,29 @@ TEST_CASE("resume accepts run length, logging, eval, checkpointing and device ch
   changed.logging.every_steps = 1;
   changed.eval.every_steps = 3;
   changed.data.eval = "other.jsonl";
-  CHECK(resume_incompatibilities(config_to_json(base()), config_to_json(changed)).empty());
-  CHECK(resume_config_hash(config_to_json(base())) == resume_config_hash(config_to_json(changed)));
+  CHECK(resume_incompatibilities(config_to_json(resume_base_config()), config_to_json(changed))
+            .empty());
+  CHECK(resume_config_hash(config_to_json(resume_base_config())) ==
+        resume_config_hash(config_to_json(changed)));
 }
 
 TEST_CASE("resume refuses changes to what the checkpoint was trained with, naming each",
           "[train][resume]") {
-  TrainConfig changed = base();
+  TrainConfig changed = resume_base_config();
   changed.adapter.rank = 8;
   changed.adapter.target_modules = {"q_proj", "v_proj"};
   changed.model.path = "models/b";
   changed.training.micro_batch_size = 2;
-  const auto diffs = resume_incompatibilities(config_to_json(base()), config_to_json(changed));
+  const auto diffs =
+      resume_incompatibilities(config_to_json(resume_base_config()), config_to_json(changed));
   REQUIRE(diffs.size() == 4);
   CHECK_THAT(diffs[0], Contains("model.path: the checkpoint has \"models/a\", this config has "
                                 "\"models/b\""));
   CHECK_THAT(diffs[1], Contains("adapter.rank: the checkpoint has 64, this config has 8"));
   CHECK_THAT(diffs[2], Contains("adapter.target_modules") && Contains("[\"q_proj\",\"v_proj\"]"));
   CHECK_THAT(diffs[3], Contains("training.micro_batch_size"));
-  CHECK(resume_config_hash(config_to_json(base())) != resume_config_hash(config_to_json(changed)));
+  CHECK(resume_config_hash(config_to_json(resume_base_config())) !=
+        resume_config_hash(config_to_json(changed)));
 }
 
 TEST_CASE("every key is either resumable or must match", "[train][resume]") {

@@ -15,7 +15,17 @@ using Catch::Matchers::Contains;
 using qlt::test::read_bytes;
 using qlt::test::TempDir;
 using qlt::test::write_bytes;
-using namespace qlt::train;
+using qlt::train::checkpoint_path;
+using qlt::train::checkpoint_problem;
+using qlt::train::checkpoint_step;
+using qlt::train::file_sha1;
+using qlt::train::kDoneFile;
+using qlt::train::kManifestFile;
+using qlt::train::list_checkpoints;
+using qlt::train::newest_complete_checkpoint;
+using qlt::train::prune_checkpoints;
+using qlt::train::remove_stale_temp_checkpoints;
+using qlt::train::write_checkpoint_folder;
 
 // A complete checkpoint of `step` holding a.txt and sub/b.bin.
 fs::path make_checkpoint(const fs::path& run, int64_t step) {
