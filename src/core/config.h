@@ -62,7 +62,7 @@ struct DataConfig {
 };
 
 struct OptimizerConfig {
-  std::string type = "adamw";  // AdamW with fp32 state, decoupled weight decay
+  std::string type = "adamw";  // "adamw" (fp32 state) | "adamw_8bit" (optim/optimizer.h table)
   double lr = 2e-4;            // peak learning rate
   double beta1 = 0.9;
   double beta2 = 0.999;

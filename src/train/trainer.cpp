@@ -64,6 +64,13 @@ void Trainer::setup() {
   optim::AdamWOptions adamw{cfg_.optimizer.lr, cfg_.optimizer.beta1, cfg_.optimizer.beta2,
                             cfg_.optimizer.eps, cfg_.optimizer.weight_decay};
   optim::validate(adamw);
+  const optim::OptimizerType& optimizer_type = optim::optimizer_type(cfg_.optimizer.type);
+  if (optimizer_type.state == optim::OptimizerState::k8bit && !device_.is_cpu()) {
+    user_error(
+        "{}: optimizer.type {} on {}: the 8-bit optimizer has only its CPU reference so far (no "
+        "CUDA kernel); use optimizer.type adamw, or training.device cpu",
+        origin, optimizer_type.name, device_.str());
+  }
   schedule_ = optim::ScheduleOptions{optim::parse_schedule_type(cfg_.schedule.type),
                                      cfg_.schedule.warmup_steps, cfg_.training.max_steps,
                                      cfg_.optimizer.lr};
@@ -101,7 +108,7 @@ void Trainer::setup() {
 
   load_data();
   check_stop_during_setup("reading the data");
-  optimizer_ = std::make_unique<optim::AdamW>(params_, adamw, no_decay);
+  optimizer_ = std::make_unique<optim::Optimizer>(optimizer_type, params_, adamw, no_decay);
   dropout_generator_ = at::globalContext().defaultGenerator(device_).clone();
   dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
   if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);

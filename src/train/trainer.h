@@ -6,7 +6,7 @@
 //   config.json            the effective config of the latest start (or resume), written
 //                          once setup succeeded
 //   metrics.jsonl          one JSON object per logged step / eval (train/metrics.h)
-//   checkpoint-NNNNNN/     adapter/ (PEFT layout), optimizer.safetensors (AdamW state + RNG
+//   checkpoint-NNNNNN/     adapter/ (PEFT layout), optimizer.safetensors (optimizer state + RNG
 //                          state), trainer_state.json (step, data cursor, config + hash),
 //                          manifest.json (size + SHA-1 of every file), DONE (written last)
 //   final/                 the final adapter in PEFT's layout, with manifest.json + DONE
@@ -30,8 +30,8 @@
 #include "core/config.h"
 #include "data/batcher.h"
 #include "model/llama.h"
-#include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "optim/optimizer.h"
 #include "tokenizer/tokenizer.h"
 #include "train/evaluate.h"
 #include "train/metrics.h"
@@ -113,7 +113,7 @@ class Trainer {
   std::vector<std::vector<at::Tensor>> layer_params_;       // per decoder layer (checkpointing)
   std::unique_ptr<data::Batcher> batcher_;
   EvalSet eval_set_;
-  std::unique_ptr<optim::AdamW> optimizer_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
   optim::ScheduleOptions schedule_;
   std::optional<at::Generator> dropout_generator_;
   std::unique_ptr<MetricsLog> metrics_;

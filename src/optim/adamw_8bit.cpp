@@ -1,0 +1,222 @@
+#include "optim/adamw_8bit.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+
+#include "core/errors.h"
+
+namespace qlt::optim {
+namespace {
+
+std::string shape_text_8bit(at::IntArrayRef shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+// The checkpoint tensor `name` must exist with this shape and dtype.
+const at::Tensor& expect_state_8bit(const std::map<std::string, at::Tensor>& tensors,
+                                    const std::string& name, at::IntArrayRef shape,
+                                    at::ScalarType dtype) {
+  auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    user_error(
+        "optimizer state tensor '{}' is missing from the checkpoint: it was written for a "
+        "different set of trainable parameters or another optimizer.type; resume with the "
+        "configuration it was saved with, or start a new run",
+        name);
+  }
+  const at::Tensor& t = it->second;
+  if (!t.defined() || t.scalar_type() != dtype || !t.sizes().equals(shape)) {
+    user_error(
+        "optimizer state tensor '{}' in the checkpoint is {} {}, expected {} {}: the checkpoint "
+        "was written for a different adapter configuration or optimizer.type; resume with the "
+        "configuration it was saved with, or start a new run",
+        name, t.defined() ? std::string(c10::toString(t.scalar_type())) : "undefined",
+        t.defined() ? shape_text_8bit(t.sizes()) : "", c10::toString(dtype),
+        shape_text_8bit(shape));
+  }
+  return t;
+}
+
+int64_t expect_meta_count_8bit(const nlohmann::json& meta,
+                               const nlohmann::json::json_pointer& key) {
+  if (!meta.contains(key) || !meta.at(key).is_number_integer() || meta.at(key).get<int64_t>() < 0) {
+    user_error(
+        "optimizer state meta: '{}' is missing or not a non-negative integer (got {}); the "
+        "checkpoint's optimizer state is damaged or from another program",
+        key.to_string(), meta.contains(key) ? meta.at(key).dump() : "nothing");
+  }
+  return meta.at(key).get<int64_t>();
+}
+
+}  // namespace
+
+AdamW8bit::AdamW8bit(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
+                     const std::set<std::string>& no_weight_decay, int64_t min_8bit_size)
+    : options_(options),
+      min_8bit_size_(min_8bit_size),
+      signed_lut_(build_quant_lut(create_dynamic_map(/*signed_map=*/true))),
+      unsigned_lut_(build_quant_lut(create_dynamic_map(/*signed_map=*/false))) {
+  validate(options_);
+  TORCH_CHECK(min_8bit_size_ >= 0, "AdamW8bit: min_8bit_size ", min_8bit_size_, " < 0");
+  std::set<std::string> names;
+  params_.reserve(params.size());
+  for (auto& [name, p] : params) {
+    TORCH_CHECK(names.insert(name).second, "AdamW8bit: duplicate parameter name ", name);
+    TORCH_CHECK(p.defined() && p.is_leaf() && p.requires_grad(), "AdamW8bit: parameter ", name,
+                " must be a leaf tensor that requires grad");
+    TORCH_CHECK(p.scalar_type() == at::kFloat, "AdamW8bit: parameter ", name, " is ",
+                p.scalar_type(), "; the optimizer keeps fp32 master weights only");
+    if (!p.device().is_cpu()) {
+      user_error(
+          "optimizer.type adamw_8bit: parameter {} is on {}, and the 8-bit optimizer has only "
+          "its CPU reference so far (no CUDA kernel); use optimizer.type adamw on a GPU",
+          name, p.device().str());
+    }
+    AdamW8bitParam s{name, p, p.numel() >= min_8bit_size_,     {}, {}, {},
+                     {},   0, no_weight_decay.count(name) == 0};
+    if (s.quantized) {
+      // bnb init_state: zero codes and zero absmax (dequantized: m = -0 (map[0] * 0), v = 0).
+      s.state1 = at::zeros(p.sizes(), p.options().dtype(at::kByte));
+      s.state2 = at::zeros(p.sizes(), p.options().dtype(at::kByte));
+      s.absmax1 = at::zeros({state_blocks(p.numel())}, p.options().dtype(at::kFloat));
+      s.absmax2 = at::zeros({state_blocks(p.numel())}, p.options().dtype(at::kFloat));
+    } else {
+      s.state1 = at::zeros(p.sizes(), p.options());
+      s.state2 = at::zeros(p.sizes(), p.options());
+    }
+    params_.push_back(std::move(s));
+  }
+}
+
+// bitsandbytes/backends/cpu/ops.py _optimizer_update_8bit_blockwise_cpu, "adam" branch
+// (gnorm_scale 1: `g.float() * 1.0` is g itself).
+void AdamW8bit::update_8bit(AdamW8bitParam& s, const at::Tensor& grad, double lr,
+                            double weight_decay) {
+  const double beta1 = options_.beta1, beta2 = options_.beta2;
+  auto m = dequantize_blockwise_8bit(s.state1, s.absmax1, signed_lut_.map);    // param's shape
+  auto v = dequantize_blockwise_8bit(s.state2, s.absmax2, unsigned_lut_.map);  // param's shape
+  m.mul_(beta1).add_(grad, 1.0 - beta1);
+  v.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
+  const double t = static_cast<double>(s.step);  // Python: beta ** step (int) = pow in double
+  const double correction1 = 1.0 - std::pow(beta1, t);
+  const double correction2 = std::sqrt(1.0 - std::pow(beta2, t));
+  auto denom = (v.sqrt() / correction2).add_(options_.eps);
+  if (weight_decay > 0.0) s.param.mul_(1.0 - lr * weight_decay);
+  s.param.addcdiv_(m, denom, -lr / correction1);
+  quantize_blockwise_8bit(m, signed_lut_, s.state1, s.absmax1);
+  quantize_blockwise_8bit(v, unsigned_lut_, s.state2, s.absmax2);
+}
+
+// bitsandbytes/backends/cpu/ops.py _optimizer_update_32bit_cpu, "adam" branch (max_unorm 0:
+// update_scale 1).
+void AdamW8bit::update_32bit(AdamW8bitParam& s, const at::Tensor& grad, double lr,
+                             double weight_decay) {
+  const double beta1 = options_.beta1, beta2 = options_.beta2;
+  s.state1.mul_(beta1).add_(grad, 1.0 - beta1);
+  s.state2.mul_(beta2).addcmul_(grad, grad, 1.0 - beta2);
+  const double t = static_cast<double>(s.step);
+  const double correction1 = 1.0 - std::pow(beta1, t);
+  const double correction2 = std::sqrt(1.0 - std::pow(beta2, t));
+  const double step_size = -lr * correction2 / correction1;
+  if (weight_decay > 0.0) s.param.mul_(1.0 - lr * weight_decay);
+  auto update = s.state1 / (s.state2.sqrt() + options_.eps * correction2);
+  s.param.add_(update, step_size * 1.0);
+}
+
+void AdamW8bit::step(double lr) {
+  TORCH_CHECK(std::isfinite(lr) && lr >= 0, "AdamW8bit::step: learning rate ", lr, " is invalid");
+  at::NoGradGuard no_grad;
+  for (auto& s : params_) {
+    const at::Tensor& grad = s.param.grad();
+    if (!grad.defined()) continue;
+    TORCH_CHECK(!grad.is_sparse(), "AdamW8bit: sparse gradient for ", s.name);
+    TORCH_CHECK(grad.scalar_type() == at::kFloat, "AdamW8bit: gradient of ", s.name, " is ",
+                grad.scalar_type());
+    s.step += 1;
+    const double weight_decay = s.decay ? options_.weight_decay : 0.0;
+    const auto g = grad.contiguous();  // bnb: p.grad = p.grad.contiguous()
+    if (s.quantized) {
+      update_8bit(s, g, lr, weight_decay);
+    } else {
+      update_32bit(s, g, lr, weight_decay);
+    }
+  }
+  ++steps_taken_;
+}
+
+void AdamW8bit::zero_grad() {
+  for (auto& s : params_) s.param.mutable_grad().reset();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW8bit::state_tensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& s : params_) {
+    out.emplace_back(s.name + ".state1", s.state1);
+    out.emplace_back(s.name + ".state2", s.state2);
+    if (s.quantized) {
+      out.emplace_back(s.name + ".absmax1", s.absmax1);
+      out.emplace_back(s.name + ".absmax2", s.absmax2);
+    }
+  }
+  return out;
+}
+
+nlohmann::json AdamW8bit::state_meta() const {
+  nlohmann::json param_steps = nlohmann::json::object();
+  for (const auto& s : params_) param_steps[s.name] = s.step;
+  return {{"steps_taken", steps_taken_},
+          {"param_steps", param_steps},
+          {"options",
+           {{"lr", options_.lr},
+            {"beta1", options_.beta1},
+            {"beta2", options_.beta2},
+            {"eps", options_.eps},
+            {"weight_decay", options_.weight_decay},
+            {"min_8bit_size", min_8bit_size_},
+            {"block_size", kStateBlockSize}}}};
+}
+
+void AdamW8bit::load_state(const std::map<std::string, at::Tensor>& tensors,
+                           const nlohmann::json& meta) {
+  using Pointer = nlohmann::json::json_pointer;
+  if (!meta.is_object()) {
+    user_error("optimizer state meta must be a JSON object, got {}; the checkpoint is damaged",
+               meta.dump());
+  }
+  // Validate everything first, so a bad checkpoint leaves this optimizer untouched.
+  std::set<std::string> expected;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (live state, saved)
+  std::vector<int64_t> steps;
+  auto expect = [&](const std::string& name, const at::Tensor& live) {
+    expected.insert(name);
+    copies.emplace_back(live, expect_state_8bit(tensors, name, live.sizes(), live.scalar_type()));
+  };
+  for (const auto& s : params_) {
+    expect(s.name + ".state1", s.state1);
+    expect(s.name + ".state2", s.state2);
+    if (s.quantized) {
+      expect(s.name + ".absmax1", s.absmax1);
+      expect(s.name + ".absmax2", s.absmax2);
+    }
+    steps.push_back(expect_meta_count_8bit(meta, Pointer("/param_steps") / s.name));
+  }
+  for (const auto& [name, t] : tensors) {
+    if (!expected.count(name)) {
+      user_error(
+          "the checkpoint has optimizer state tensor '{}', which this run's adamw_8bit state "
+          "does not have: it was written for a different adapter configuration or "
+          "optimizer.type; resume with the configuration it was saved with, or start a new run",
+          name);
+    }
+  }
+  const int64_t steps_taken = expect_meta_count_8bit(meta, Pointer("/steps_taken"));
+
+  at::NoGradGuard no_grad;
+  for (auto& [state, saved] : copies) state.copy_(saved);
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].step = steps[i];
+  steps_taken_ = steps_taken;
+}
+
+}  // namespace qlt::optim
