@@ -97,8 +97,8 @@ inline std::vector<uint8_t> pattern(size_t n, uint8_t seed = 0) {
 
 // A small llama-like file from the writer: strings, a token array, a nested array, an F32
 // norm, a Q8_0 matrix and a Q4_1 matrix.
-inline io::GgufWriter small_model_writer() {
-  io::GgufWriter w;
+// The metadata of small_model_writer().
+inline void add_small_model_metadata(io::GgufWriter& w) {
   w.add("general.architecture", GgufValue::str("llama"));
   w.add("general.name", GgufValue::str("tiny"));
   w.add("llama.block_count", GgufValue::u32(1));
@@ -107,6 +107,11 @@ inline io::GgufWriter small_model_writer() {
                                         {GgufValue::array(GgufValueType::INT32,
                                                           {GgufValue::i32(1), GgufValue::i32(2)}),
                                          GgufValue::string_array({"x"})}));
+}
+
+inline io::GgufWriter small_model_writer() {
+  io::GgufWriter w;
+  add_small_model_metadata(w);
   w.add_tensor("output_norm.weight", GgmlType::F32, {8}, pattern(32));
   w.add_tensor("blk.0.attn_q.weight", GgmlType::Q8_0, {32, 2}, pattern(68, 1));
   w.add_tensor("blk.0.ffn_up.weight", GgmlType::Q4_1, {64, 1}, pattern(40, 2));

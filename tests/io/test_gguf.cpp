@@ -26,6 +26,7 @@ using qlt::io::GgufValue;
 using qlt::io::GgufValueType;
 using qlt::io::GgufWriter;
 using qlt::test::require_user_error;
+using qlt::test::gguf::add_small_model_metadata;
 using qlt::test::gguf::parse;
 using qlt::test::gguf::pattern;
 using qlt::test::gguf::RawGguf;
@@ -346,14 +347,7 @@ TEST_CASE("gguf writer: deferred tensors are made when written, once, into the s
           "[gguf]") {
   const std::string eager = small_model_writer().to_bytes();
   GgufWriter w;
-  w.add("general.architecture", GgufValue::str("llama"));
-  w.add("general.name", GgufValue::str("tiny"));
-  w.add("llama.block_count", GgufValue::u32(1));
-  w.add("tokenizer.ggml.tokens", GgufValue::string_array({"<unk>", "<s>", "</s>", "hello"}));
-  w.add("test.nested", GgufValue::array(GgufValueType::ARRAY,
-                                        {GgufValue::array(GgufValueType::INT32,
-                                                          {GgufValue::i32(1), GgufValue::i32(2)}),
-                                         GgufValue::string_array({"x"})}));
+  add_small_model_metadata(w);  // small_model_writer()'s, with two of its tensors deferred
   std::vector<std::string> made;
   w.add_tensor("output_norm.weight", GgmlType::F32, {8}, pattern(32));
   w.add_tensor_deferred("blk.0.attn_q.weight", GgmlType::Q8_0, {32, 2}, [&] {
