@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/errors.h"
+#include "optim/saved_state.h"
 
 namespace qlt::optim {
 namespace {
@@ -13,43 +14,6 @@ void require_range(bool ok, const char* key, double value, const char* range) {
     user_error("optimizer.{} = {} is out of range: it must be {} (torch.optim.AdamW's rule)", key,
                value, range);
   }
-}
-
-std::string shape_string(at::IntArrayRef shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
-
-// The checkpoint tensor `name` must exist with `like`'s shape and dtype fp32.
-const at::Tensor& expect_state(const std::map<std::string, at::Tensor>& tensors,
-                               const std::string& name, const at::Tensor& like) {
-  auto it = tensors.find(name);
-  if (it == tensors.end()) {
-    user_error(
-        "optimizer state tensor '{}' is missing from the checkpoint: it was written for a "
-        "different set of trainable parameters; resume with the adapter configuration it was "
-        "saved with, or start a new run",
-        name);
-  }
-  const at::Tensor& t = it->second;
-  if (!t.defined() || t.scalar_type() != at::kFloat || !t.sizes().equals(like.sizes())) {
-    user_error(
-        "optimizer state tensor '{}' in the checkpoint is {} {}, expected Float {}: the "
-        "checkpoint was written for a different adapter configuration (rank, target modules); "
-        "resume with the configuration it was saved with, or start a new run",
-        name, t.defined() ? std::string(c10::toString(t.scalar_type())) : "undefined",
-        t.defined() ? shape_string(t.sizes()) : "", shape_string(like.sizes()));
-  }
-  return t;
-}
-
-int64_t expect_count(const nlohmann::json& meta, const nlohmann::json::json_pointer& key) {
-  if (!meta.contains(key) || !meta.at(key).is_number_integer() || meta.at(key).get<int64_t>() < 0) {
-    user_error(
-        "optimizer state meta: '{}' is missing or not a non-negative integer (got {}); the "
-        "checkpoint's optimizer state is damaged or from another program",
-        key.to_string(), meta.contains(key) ? meta.at(key).dump() : "nothing");
-  }
-  return meta.at(key).get<int64_t>();
 }
 
 }  // namespace
@@ -137,30 +101,22 @@ nlohmann::json AdamW::state_meta() const {
 void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors,
                        const nlohmann::json& meta) {
   using Pointer = nlohmann::json::json_pointer;
-  if (!meta.is_object()) {
-    user_error("optimizer state meta must be a JSON object, got {}; the checkpoint is damaged",
-               meta.dump());
-  }
+  expect_state_meta_object(meta);
   // Validate everything first, so a bad checkpoint leaves this optimizer untouched.
   std::set<std::string> expected;
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (live state, saved): handles
   std::vector<int64_t> steps;
+  auto expect = [&](const std::string& name, const at::Tensor& live) {
+    expected.insert(name);
+    copies.emplace_back(live, expect_saved_tensor(tensors, name, live.sizes(), at::kFloat));
+  };
   for (const auto& s : params_) {
-    for (const auto* suffix : {".exp_avg", ".exp_avg_sq"}) expected.insert(s.name + suffix);
-    copies.emplace_back(s.exp_avg, expect_state(tensors, s.name + ".exp_avg", s.exp_avg));
-    copies.emplace_back(s.exp_avg_sq, expect_state(tensors, s.name + ".exp_avg_sq", s.exp_avg_sq));
-    steps.push_back(expect_count(meta, Pointer("/param_steps") / s.name));
+    expect(s.name + ".exp_avg", s.exp_avg);
+    expect(s.name + ".exp_avg_sq", s.exp_avg_sq);
+    steps.push_back(expect_saved_count(meta, Pointer("/param_steps") / s.name));
   }
-  for (const auto& [name, t] : tensors) {
-    if (!expected.count(name)) {
-      user_error(
-          "the checkpoint has optimizer state tensor '{}' for a parameter this run does not "
-          "train: it was written for a different adapter configuration; resume with the "
-          "configuration it was saved with, or start a new run",
-          name);
-    }
-  }
-  const int64_t steps_taken = expect_count(meta, Pointer("/steps_taken"));
+  refuse_unexpected_state(tensors, expected);
+  const int64_t steps_taken = expect_saved_count(meta, Pointer("/steps_taken"));
 
   at::NoGradGuard no_grad;
   for (auto& [state, saved] : copies) state.copy_(saved);

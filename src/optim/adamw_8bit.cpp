@@ -6,52 +6,9 @@
 #include <cmath>
 
 #include "core/errors.h"
+#include "optim/saved_state.h"
 
 namespace qlt::optim {
-namespace {
-
-std::string shape_text_8bit(at::IntArrayRef shape) {
-  return fmt::format("[{}]", fmt::join(shape, ", "));
-}
-
-// The checkpoint tensor `name` must exist with this shape and dtype.
-const at::Tensor& expect_state_8bit(const std::map<std::string, at::Tensor>& tensors,
-                                    const std::string& name, at::IntArrayRef shape,
-                                    at::ScalarType dtype) {
-  auto it = tensors.find(name);
-  if (it == tensors.end()) {
-    user_error(
-        "optimizer state tensor '{}' is missing from the checkpoint: it was written for a "
-        "different set of trainable parameters or another optimizer.type; resume with the "
-        "configuration it was saved with, or start a new run",
-        name);
-  }
-  const at::Tensor& t = it->second;
-  if (!t.defined() || t.scalar_type() != dtype || !t.sizes().equals(shape)) {
-    user_error(
-        "optimizer state tensor '{}' in the checkpoint is {} {}, expected {} {}: the checkpoint "
-        "was written for a different adapter configuration or optimizer.type; resume with the "
-        "configuration it was saved with, or start a new run",
-        name, t.defined() ? std::string(c10::toString(t.scalar_type())) : "undefined",
-        t.defined() ? shape_text_8bit(t.sizes()) : "", c10::toString(dtype),
-        shape_text_8bit(shape));
-  }
-  return t;
-}
-
-int64_t expect_meta_count_8bit(const nlohmann::json& meta,
-                               const nlohmann::json::json_pointer& key) {
-  if (!meta.contains(key) || !meta.at(key).is_number_integer() || meta.at(key).get<int64_t>() < 0) {
-    user_error(
-        "optimizer state meta: '{}' is missing or not a non-negative integer (got {}); the "
-        "checkpoint's optimizer state is damaged or from another program",
-        key.to_string(), meta.contains(key) ? meta.at(key).dump() : "nothing");
-  }
-  return meta.at(key).get<int64_t>();
-}
-
-}  // namespace
-
 AdamW8bit::AdamW8bit(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
                      const std::set<std::string>& no_weight_decay, int64_t min_8bit_size)
     : options_(options),
@@ -181,17 +138,14 @@ nlohmann::json AdamW8bit::state_meta() const {
 void AdamW8bit::load_state(const std::map<std::string, at::Tensor>& tensors,
                            const nlohmann::json& meta) {
   using Pointer = nlohmann::json::json_pointer;
-  if (!meta.is_object()) {
-    user_error("optimizer state meta must be a JSON object, got {}; the checkpoint is damaged",
-               meta.dump());
-  }
+  expect_state_meta_object(meta);
   // Validate everything first, so a bad checkpoint leaves this optimizer untouched.
   std::set<std::string> expected;
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (live state, saved)
   std::vector<int64_t> steps;
   auto expect = [&](const std::string& name, const at::Tensor& live) {
     expected.insert(name);
-    copies.emplace_back(live, expect_state_8bit(tensors, name, live.sizes(), live.scalar_type()));
+    copies.emplace_back(live, expect_saved_tensor(tensors, name, live.sizes(), live.scalar_type()));
   };
   for (const auto& s : params_) {
     expect(s.name + ".state1", s.state1);
@@ -200,18 +154,10 @@ void AdamW8bit::load_state(const std::map<std::string, at::Tensor>& tensors,
       expect(s.name + ".absmax1", s.absmax1);
       expect(s.name + ".absmax2", s.absmax2);
     }
-    steps.push_back(expect_meta_count_8bit(meta, Pointer("/param_steps") / s.name));
+    steps.push_back(expect_saved_count(meta, Pointer("/param_steps") / s.name));
   }
-  for (const auto& [name, t] : tensors) {
-    if (!expected.count(name)) {
-      user_error(
-          "the checkpoint has optimizer state tensor '{}', which this run's adamw_8bit state "
-          "does not have: it was written for a different adapter configuration or "
-          "optimizer.type; resume with the configuration it was saved with, or start a new run",
-          name);
-    }
-  }
-  const int64_t steps_taken = expect_meta_count_8bit(meta, Pointer("/steps_taken"));
+  refuse_unexpected_state(tensors, expected);
+  const int64_t steps_taken = expect_saved_count(meta, Pointer("/steps_taken"));
 
   at::NoGradGuard no_grad;
   for (auto& [state, saved] : copies) state.copy_(saved);
