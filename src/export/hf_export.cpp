@@ -62,6 +62,9 @@ std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model, HfLinears li
   };
   add("model.embed_tokens.weight", w.embed_tokens);
   const auto& linear_names = model::llama_linear_names();
+  // hf-nf4: the options every linear is written with (one answer for the whole model).
+  const quant::Nf4Options nf4 =
+      linears_as == HfLinears::kBnbNf4 ? written_nf4_options(model, linears) : quant::Nf4Options{};
   for (int64_t i = 0; i < static_cast<int64_t>(w.layers.size()); ++i) {
     const auto& layer = w.layers[static_cast<size_t>(i)];
     const std::string prefix = fmt::format("model.layers.{}.", i);
@@ -73,7 +76,6 @@ std::vector<HfTensor> hf_state_dict(const model::LlamaModel& model, HfLinears li
           prefix + (j < 4 ? "self_attn." : "mlp.") + linear_names[j] + ".weight";
       const std::vector<int64_t> shape = quant::stored_shape(model_stored);
       if (linears_as == HfLinears::kBnbNf4) {
-        const quant::Nf4Options nf4 = written_nf4_options(model, linears);
         const int64_t n = shape.at(0) * shape.at(1);
         const int64_t blocks = nf4::num_blocks(n, nf4.block_size);
         const int64_t bytes =
