@@ -18,6 +18,6 @@ if [[ -f $cache ]]; then
   fi
 fi
 # The kernels were compiled (nvcc, when present) by the plain build; not again here.
-QLT_BUILD_DIR="$build" \
+QLT_CUDA=0 QLT_BUILD_DIR="$build" \
   QLT_CMAKE_ARGS="--no-warn-unused-cli -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DQLT_SANITIZE=ON -DQLT_FUZZ=ON -DQLT_COMPILE_KERNELS=OFF ${QLT_CMAKE_ARGS:-}" \
   "$repo/scripts/build.sh" "$@"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds, and runs every test with ctest. Extra arguments go to ctest
-# (e.g. scripts/test.sh -R safetensors). Then, unless QLT_SKIP_SANITIZE=1, builds the suite
+# (e.g. scripts/test.sh -R safetensors). Where nvcc is installed the build is the CUDA one
+# (scripts/build.sh): it compiles and links the kernels, LibTorch's CUDA libraries and tests/gpu
+# on every run, and runs the CPU tests with them; tests/gpu (ctest label gpu) runs only when
+# nvidia-smi sees a GPU. Then, unless QLT_SKIP_SANITIZE=1, builds the suite
 # and the libFuzzer harnesses with clang, AddressSanitizer + UndefinedBehaviorSanitizer
 # (build-asan/, scripts/build-asan.sh), runs the suite again, and smoke-runs each fuzzer for
 # a few seconds (QLT_FUZZ_SECONDS, default 5; QLT_SKIP_FUZZ=1 skips it).
@@ -15,7 +18,15 @@ jobs=$(nproc)
 echo "== build (build/)"
 scripts/build.sh
 echo "== tests"
-ctest --test-dir build --output-on-failure -j "$jobs" "$@"
+gpu_filter=()
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  gpu_filter=(-LE gpu)
+  if grep -q '^QLT_CUDA:BOOL=ON' build/CMakeCache.txt; then
+    echo "   (no GPU here: tests/gpu is compiled and linked but not run; scripts/gpu-check.sh on a GPU machine)"
+  fi
+fi
+ctest --test-dir build --output-on-failure -j "$jobs" "${gpu_filter[@]}" "$@"
+
 
 if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   echo "== build with clang, ASan + UBSan, and the fuzzers (build-asan/)"

@@ -123,10 +123,14 @@ const std::vector<ConfigKey>& config_keys() {
       key("data.train_on_inputs", "also train on prompt tokens (false: outputs / assistant only)",
           [](auto& c) { return &c.data.train_on_inputs; }),
       key("optimizer.type",
-          "adamw (torch.optim.AdamW, fp32 state) or adamw_8bit (bitsandbytes AdamW8bit: 8-bit "
-          "blockwise state for parameters of >= 4096 elements, fp32 for smaller ones)",
+          "adamw (torch.optim.AdamW, fp32 state), adamw_8bit (bitsandbytes AdamW8bit: 8-bit "
+          "blockwise state for parameters of >= 4096 elements, fp32 for smaller ones), "
+          "paged_adamw or paged_adamw_8bit (the same with the state in CUDA managed memory, "
+          "which the driver can evict to host RAM under memory pressure; on a CPU they run as "
+          "adamw / adamw_8bit)",
           [](auto& c) { return &c.optimizer.type; })
-          .one_of({"adamw", "adamw_8bit"}),  // = optim::optimizer_type_names() (tested)
+          .one_of({"adamw", "adamw_8bit", "paged_adamw",
+                   "paged_adamw_8bit"}),  // = optim::optimizer_type_names() (tested)
       key("optimizer.lr", "peak learning rate", [](auto& c) { return &c.optimizer.lr; })
           .float_range(0.0, 10.0),
       key("optimizer.beta1", "AdamW beta1", [](auto& c) { return &c.optimizer.beta1; })

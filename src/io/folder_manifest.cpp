@@ -1,12 +1,14 @@
 #include "io/folder_manifest.h"
 
-#include <c10/util/hash.h>
 #include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <vector>
 
 #include "core/errors.h"
@@ -44,12 +46,30 @@ bool is_inside(const std::string& rel) {
 }  // namespace
 
 std::string file_sha1(const fs::path& file) {
+  // Streamed in 1 MiB chunks through OpenSSL's SHA-1: a checkpoint's optimizer state can be
+  // gigabytes (8-bit AdamW of a 70B run's adapters), which must not be read into memory whole.
+  constexpr size_t kChunkBytes = size_t{1} << 20;
   std::ifstream in(file, std::ios::binary);
-  if (!in) user_error("{}: cannot read", file.string());
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  // c10::sha1 (LibTorch) hashes a whole string; the folders hashed here are adapter-sized.
-  return c10::sha1(bytes.str()).str();
+  if (!in) user_error("{}: cannot read ({})", file.string(), std::strerror(errno));
+  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                    &EVP_MD_CTX_free);
+  TORCH_CHECK(ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha1(), nullptr) == 1,
+              "file_sha1: OpenSSL could not start a SHA-1 digest");
+  std::vector<char> chunk(kChunkBytes);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const auto got = static_cast<size_t>(in.gcount());
+    if (got > 0) TORCH_CHECK(EVP_DigestUpdate(ctx.get(), chunk.data(), got) == 1);
+  }
+  if (in.bad())
+    user_error("{}: read error while hashing ({})", file.string(), std::strerror(errno));
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_bytes = 0;
+  TORCH_CHECK(EVP_DigestFinal_ex(ctx.get(), digest, &digest_bytes) == 1 && digest_bytes == 20);
+  std::string hex;
+  hex.reserve(2 * digest_bytes);
+  for (unsigned int i = 0; i < digest_bytes; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
 }
 
 void write_folder_manifest(const fs::path& dir, const std::string& skip) {

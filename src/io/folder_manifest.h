@@ -23,7 +23,8 @@ void write_folder_manifest(const std::filesystem::path& dir, const std::string& 
 // content. Reads every file.
 std::string folder_manifest_problem(const std::filesystem::path& dir, const std::string& skip = "");
 
-// SHA-1 (hex) of a file's bytes. UserError naming the file when it cannot be read.
+// SHA-1 (hex) of a file's bytes, streamed in 1 MiB chunks (memory does not grow with the file;
+// optimizer state can be gigabytes). UserError naming the file when it cannot be read.
 std::string file_sha1(const std::filesystem::path& file);
 
 }  // namespace qlt::io

@@ -124,4 +124,11 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors,
   steps_taken_ = steps_taken;
 }
 
+void AdamW::relocate_state(const std::function<at::Tensor(const at::Tensor&)>& to) {
+  for (auto& s : params_) {
+    s.exp_avg = to(s.exp_avg);
+    s.exp_avg_sq = to(s.exp_avg_sq);
+  }
+}
+
 }  // namespace qlt::optim

@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -69,6 +70,9 @@ struct AdamW {
   // naming it (the checkpoint belongs to a different adapter setup). The hyperparameters in
   // meta are informational: the options this optimizer was built with stay in force.
   void load_state(const std::map<std::string, at::Tensor>& tensors, const nlohmann::json& meta);
+  // Replaces every state tensor t by to(t), which must return a tensor of t's shape, dtype and
+  // values (the paged optimizer types move the state into CUDA managed memory this way).
+  void relocate_state(const std::function<at::Tensor(const at::Tensor&)>& to);
 
  private:
   std::vector<AdamWParam> params_;

@@ -165,4 +165,11 @@ void AdamW8bit::load_state(const std::map<std::string, at::Tensor>& tensors,
   steps_taken_ = steps_taken;
 }
 
+void AdamW8bit::relocate_state(const std::function<at::Tensor(const at::Tensor&)>& to) {
+  for (auto& s : params_) {
+    for (at::Tensor* t : {&s.state1, &s.state2, &s.absmax1, &s.absmax2})
+      if (t->defined()) *t = to(*t);
+  }
+}
+
 }  // namespace qlt::optim

@@ -21,6 +21,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -71,6 +72,9 @@ struct AdamW8bit {
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() const;
   nlohmann::json state_meta() const;
   void load_state(const std::map<std::string, at::Tensor>& tensors, const nlohmann::json& meta);
+  // Replaces every state tensor t by to(t), which must return a tensor of t's shape, dtype and
+  // values (the paged optimizer types move the state into CUDA managed memory this way).
+  void relocate_state(const std::function<at::Tensor(const at::Tensor&)>& to);
 
  private:
   void update_8bit(AdamW8bitParam& s, const at::Tensor& grad, double lr, double weight_decay);

@@ -1,7 +1,8 @@
 // The optimizer the trainer drives, chosen by optimizer.type from ONE table (optimizer.cpp): each
 // row names a type, the state it keeps (fp32 AdamW or 8-bit AdamW) and whether its state is
-// paged. Paging needs CUDA managed memory; where there is none (a CPU build or CPU tensors) a
-// paged type runs as its non-paged twin, with identical numerics.
+// paged (optim/paged_state.h). Paging needs CUDA managed memory; where there is none (a CPU
+// build or CPU tensors) a paged type runs as its non-paged twin, with identical numerics, and
+// says so once in the log (when the optimizer is built).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -40,19 +41,27 @@ class Optimizer {
             AdamWOptions options, const std::set<std::string>& no_weight_decay = {});
 
   const OptimizerType& type() const { return *type_; }
+  // True when the state is in CUDA managed memory (a paged type on a GPU that supports it).
+  bool paged() const { return paged_; }
+  // Paged: prefetches the state to the GPU first (optim/paged_state.h). Then the update.
   void step(double lr);
   void zero_grad();
   int64_t steps_taken() const;
 
   // Checkpointing: the tensors and meta of the optimizer behind the type; state_meta() adds
-  // "type". load_state refuses meta of another type (naming both); meta without "type" (older
-  // checkpoints) is taken as adamw's. Other errors: as AdamW / AdamW8bit::load_state.
+  // "type". load_state refuses meta of a type with another state layout (naming both; a paged
+  // type and its non-paged twin share theirs); meta without "type" (older checkpoints) is
+  // taken as adamw's. Other errors: as AdamW / AdamW8bit::load_state.
   std::vector<std::pair<std::string, at::Tensor>> state_tensors() const;
   nlohmann::json state_meta() const;
   void load_state(const std::map<std::string, at::Tensor>& tensors, const nlohmann::json& meta);
 
  private:
+  std::vector<at::Tensor> state_values() const;
+
   const OptimizerType* type_;
+  at::Device device_;  // where the parameters (and so the state) live
+  bool paged_;
   std::variant<AdamW, AdamW8bit> impl_;
 };
 

@@ -220,14 +220,16 @@ TEST_CASE("adamw_8bit: load_state rejects other layouts and changes nothing", "[
 
 TEST_CASE("adamw_8bit: the optimizer.type table, the config choices, type checks on resume",
           "[adamw8bit]") {
-  CHECK(qlt::optim::optimizer_type_names() == std::vector<std::string>{"adamw", "adamw_8bit"});
+  CHECK(qlt::optim::optimizer_type_names() ==
+        std::vector<std::string>{"adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit"});
   const qlt::ConfigKey* key = nullptr;
   for (const auto& k : qlt::config_keys())
     if (k.path == "optimizer.type") key = &k;
   REQUIRE(key != nullptr);
   CHECK(key->choices == qlt::optim::optimizer_type_names());
   CHECK_THROWS_WITH(qlt::optim::optimizer_type("adam8"),
-                    Contains("optimizer.type \"adam8\" is unknown; use one of adamw, adamw_8bit"));
+                    Contains("optimizer.type \"adam8\" is unknown; use one of adamw, adamw_8bit, "
+                             "paged_adamw, paged_adamw_8bit"));
 
   auto params = bnb_leaves();
   qlt::optim::Optimizer eight(qlt::optim::optimizer_type("adamw_8bit"), params, bnb_options());

@@ -1,5 +1,7 @@
 // Run checkpoint folders: naming, atomic write with manifest and DONE, the reasons a folder is
 // not resumable, newest-complete lookup, pruning, and stale temporary folders.
+#include <c10/util/hash.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -63,6 +65,26 @@ TEST_CASE("a written checkpoint is complete, with a manifest of every file",
   CHECK(manifest["files"]["a.txt"]["sha1"] == file_sha1(dir / "a.txt"));
   // Nothing but the final folder is left in the run directory.
   CHECK(std::distance(fs::directory_iterator(run.path), fs::directory_iterator()) == 1);
+}
+
+TEST_CASE("file_sha1 streams the file and gives the SHA-1 of its bytes", "[train][checkpoint]") {
+  TempDir dir;
+  // FIPS 180-1's test vectors.
+  write_bytes(dir.path / "abc", "abc");
+  CHECK(file_sha1(dir.path / "abc") == "a9993e364706816aba3e25717850c26c9cd0d89d");
+  write_bytes(dir.path / "empty", "");
+  CHECK(file_sha1(dir.path / "empty") == "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+  // Across the 1 MiB chunks: sizes on, before and after chunk edges, against LibTorch's
+  // independent SHA-1 of the whole string.
+  for (const size_t bytes : {size_t{1} << 20, (size_t{1} << 20) - 1, (size_t{3} << 20) + 7}) {
+    std::string data(bytes, '\0');
+    for (size_t i = 0; i < bytes; ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+    write_bytes(dir.path / "big", data);
+    INFO(bytes << " bytes");
+    CHECK(file_sha1(dir.path / "big") == c10::sha1(data).str());
+  }
+  CHECK_THROWS_WITH(file_sha1(dir.path / "missing"),
+                    Contains("missing") && Contains("cannot read"));
 }
 
 TEST_CASE("a failing write leaves no folder and keeps the old one", "[train][checkpoint]") {
