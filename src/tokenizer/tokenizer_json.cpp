@@ -20,8 +20,6 @@ using nlohmann::json;
                   what, abridged(type.string(), 60), supported));
 }
 
-std::string type_of(const JsonField& node) { return node.at("type").string(); }
-
 void read_model(const JsonField& model, BpeSpec& spec) {
   const JsonField type = model.at("type");
   if (type.string() != "BPE") unsupported(type, "the model type", "BPE");
