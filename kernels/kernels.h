@@ -93,4 +93,58 @@ void int4_quantize(const void* x, DType dtype, int64_t n_groups, int group_size,
 void int4_dequantize(const uint8_t* blocks, int64_t n_groups, int group_size, void* out,
                      DType out_dtype, cudaStream_t stream);
 
+// ---- 8-bit AdamW (bitsandbytes AdamW8bit's blockwise state; METHODS.md §7) ---------------
+// Semantics: src/optim/adamw_8bit.cpp update_8bit (the CPU reference, bit-identical to
+// bitsandbytes 0.50.2 on its CPU backend) with src/optim/blockwise_8bit.cpp's quantizer;
+// tests/gpu/test_adamw_8bit_kernel.cpp compares the two. Codes and absmax are bit-identical;
+// the parameter is within one rounding per step (LibTorch's CPU sqrt is only faithfully
+// rounded; kernels/adamw_8bit.cu says why and where).
+
+inline constexpr int kAdamW8bitBlockSize = 256;  // elements per absmax (bnb's fixed block)
+inline constexpr int kAdamW8bitMapSize = 256;    // entries of a dynamic map
+inline constexpr int kAdamW8bitLutSize = 65536;  // entries of a quantization table
+
+// One parameter of n elements and its 8-bit state, updated in place.
+struct AdamW8bitState {
+  float* param = nullptr;       // [n] fp32 master weight
+  const float* grad = nullptr;  // [n] fp32
+  uint8_t* state1 = nullptr;    // [n] uint8 codes of m (signed map)
+  uint8_t* state2 = nullptr;    // [n] uint8 codes of v (unsigned map)
+  float* absmax1 = nullptr;     // [ceil(n/256)] fp32, per block of m
+  float* absmax2 = nullptr;     // [ceil(n/256)] fp32, per block of v
+  int64_t n = 0;
+};
+
+// The dynamic maps and bnb's quantization tables (optim::QuantLut: entry i = the index of the
+// map entry nearest to -1 + 2i/65535), on the device; constant, uploaded once per device.
+struct AdamW8bitTables {
+  const float* signed_map = nullptr;      // [256] fp32, sorted (first moment)
+  const uint8_t* signed_lut = nullptr;    // [65536] uint8
+  const float* unsigned_map = nullptr;    // [256] fp32, sorted (second moment)
+  const uint8_t* unsigned_lut = nullptr;  // [65536] uint8
+};
+
+// The step's scalars, computed on the host in double exactly as the reference computes the
+// Scalars it passes to ATen (optim::adamw_8bit_scalars); each is rounded to fp32 once, as ATen
+// rounds a double Scalar for an fp32 tensor. All must be finite, correction2 > 0.
+struct AdamW8bitScalars {
+  double beta1 = 0.9;
+  double one_minus_beta1 = 0.1;  // 1 - beta1 in double
+  double beta2 = 0.999;
+  double one_minus_beta2 = 0.001;  // 1 - beta2 in double
+  double correction2 = 1.0;        // sqrt(1 - beta2^step)
+  double eps = 1e-8;
+  double decay = 1.0;      // 1 - lr * weight_decay; 1 without weight decay (p * 1 == p)
+  double step_size = 0.0;  // -lr / (1 - beta1^step)
+};
+
+// One step, per element (fp32, every rounding as the reference's ATen CPU ops):
+//   m = fma(g, 1-b1, (map1[c1] * absmax1) * b1);  v = fma((1-b2) * g, g, (map2[c2] * absmax2) * b2)
+//   p = p * decay + (step_size * m) / (sqrt(v) / correction2 + eps)
+// then per block of 256: absmax = max |m| (|v|), codes = lut[bin(x * (1 / absmax))] (0 for an
+// all-zero block). Fast path when param / grad are 16-byte and state1 / state2 4-byte aligned;
+// other alignments take a scalar path with identical results.
+void adamw_8bit_update(const AdamW8bitState& state, const AdamW8bitTables& tables,
+                       const AdamW8bitScalars& scalars, cudaStream_t stream);
+
 }  // namespace qlt::kernels

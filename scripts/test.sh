@@ -27,6 +27,13 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 ctest --test-dir build --output-on-failure -j "$jobs" "${gpu_filter[@]}" "$@"
 
+# The GPU machine's build up to where a GPU is needed (carried .deb packages unpacked into a
+# prefix and resolved from there), so scripts/gpu-check.sh cannot rot; about 15 s once the
+# .deb files are cached. QLT_SKIP_GPU_CHECK_DRY_RUN=1 skips it.
+if [[ ${QLT_SKIP_GPU_CHECK_DRY_RUN:-0} != 1 ]]; then
+  echo "== scripts/gpu-check.sh --dry-run"
+  scripts/gpu-check.sh --dry-run
+fi
 
 if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   echo "== build with clang, ASan + UBSan, and the fuzzers (build-asan/)"

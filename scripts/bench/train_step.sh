@@ -16,8 +16,15 @@
 # from the start to the model loaded (C++: to the GGUF loader's log line; Python:
 # from_pretrained), to the first step, and the process's peak RSS. Exit 1 when a side fails.
 # --no-build: use build/qlora-train as it is (e.g. when others build in the same tree).
+# GPU modes (scripts/bench/train_step_gpu.sh, which has their options; scripts/bench/README.md):
+#   --gpu [--smoke]: QLoRA r=64 on a random LLaMA-2-7B-shaped checkpoint, seq 2048, against PEFT
+#   --kernels: the NF4 / INT4 dequantize and fused optimizer kernels against a copy
+#   --prepare: download the Python wheels the GPU machine may lack into .gpu-carry/wheels
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+for arg in "$@"; do
+  case $arg in --gpu | --kernels | --prepare) exec bash "$repo/scripts/bench/train_step_gpu.sh" "$@" ;; esac
+done
 cd "$repo"  # the configs' paths (data/..., models/...) are relative to the repository
 
 model=tiny
@@ -26,7 +33,7 @@ quant=
 steps=
 warmup=
 build=1
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --model) model=$2; shift 2 ;;

@@ -35,6 +35,26 @@ from the start of the script to the first step, and the process's peak RSS (ru_m
 
   .venv-fixtures/bin/python scripts/bench/train_step_peft.py --config configs/tiny/bench.json \
       --threads 2 --quant none --steps 40 --warmup 5
+
+The GPU mode of train_step.sh (scripts/bench/train_step_gpu.sh) also uses these, all off by
+default (the CPU modes above run exactly as before):
+- model.compute_dtype of the config is the dtype the model is loaded in (float32 in the CPU
+  bench configs; bfloat16 in configs/bench/llama7b_qlora_gpu.json; with --quant nf4 it is
+  bitsandbytes' compute dtype too). No prepare_model_for_kbit_training: norms, embeddings and
+  lm_head stay in that dtype, as in qlora-train.
+- --device cpu|cuda (default: training.device, auto = cuda when available). On CUDA the model
+  is loaded onto the device (device_map), every step ends with torch.cuda.synchronize() before
+  its time is taken, and peak_gpu_mb = torch.cuda.max_memory_allocated() / 1e6 (allocated
+  since the process started, model load included: what qlora-train's "peak memory" reports).
+- training.activation_checkpointing true: model.gradient_checkpointing_enable(use_reentrant
+  False) before PEFT wraps the model (HF's gradient checkpointing per decoder layer).
+- --random-tokens: instead of the data file, every row is data.max_seq_len random token ids
+  (one example per row, loss on every token but the first): the shape of qlora-train's rows
+  on the synthetic text data of the GPU mode, where every line is longer than max_seq_len and
+  is cut to it. The work of a step does not depend on the ids; sentencepiece is not needed.
+- --attn causal: no mask, positions 0..T-1 (SDPA's is_causal path, flash attention on a GPU)
+  instead of the explicit [B, 1, T, T] mask (--attn mask, the default); only valid when every
+  row is one example without padding (--random-tokens).
 """
 import time
 
@@ -49,7 +69,6 @@ import resource
 import statistics
 import sys
 
-import sentencepiece as spm
 import torch
 import transformers
 import peft
@@ -205,6 +224,24 @@ def segment_attention_mask(segment_ids):
     return (same & causal).unsqueeze(1)
 
 
+def random_token_batches(rows_per_batch, seq_len, vocab_size, seed, count):
+    """`count` batches of rows_per_batch rows of seq_len random ids in [3, vocab_size): one
+    example per row, labels = ids but the first (as packed_batches labels an example)."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(3, vocab_size, (rows_per_batch, seq_len), generator=gen)
+        labels = ids.clone()
+        labels[:, 0] = IGNORE
+        batches.append(dict(input_ids=ids, labels=labels,
+                            position_ids=torch.arange(seq_len).expand(rows_per_batch, -1),
+                            segment_ids=torch.ones_like(ids), tokens=ids.numel()))
+    return batches
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="qlora-train JSON config (the bench one)")
@@ -212,6 +249,13 @@ def main():
     ap.add_argument("--quant", choices=["none", "nf4"], default="none")
     ap.add_argument("--steps", type=int, default=35, help="timed steps after the warm-up")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--device", choices=["cpu", "cuda"],
+                    help="default: training.device of the config (auto: cuda when available)")
+    ap.add_argument("--random-tokens", action="store_true",
+                    help="rows of data.max_seq_len random ids instead of the data file")
+    ap.add_argument("--attn", choices=["mask", "causal"], default="mask",
+                    help="explicit [B,1,T,T] mask (default) or SDPA's causal path (needs "
+                         "--random-tokens)")
     args = ap.parse_args()
 
     with open(args.config, encoding="utf-8") as f:
@@ -225,13 +269,29 @@ def main():
     if gguf and (fmt != "chat" or data.get("chat_template") != "chatml"):
         sys.exit(f"{args.config}: with a GGUF model this script expects data.format chat and "
                  f"data.chat_template chatml")
-    if not gguf and fmt != "alpaca":
-        sys.exit(f"{args.config}: with a model directory this script expects data.format alpaca")
-    if gguf and args.quant != "none":
+    if not gguf and fmt != "alpaca" and not args.random_tokens:
+        sys.exit(f"{args.config}: with a model directory this script expects data.format alpaca "
+                 f"(or --random-tokens)")
+    if gguf and (args.quant != "none" or args.random_tokens):
         sys.exit(f"{args.config}: a GGUF model is loaded dequantized to fp32 by transformers; "
-                 f"use --quant none")
+                 f"use --quant none, without --random-tokens")
+    if args.attn == "causal" and not args.random_tokens:
+        sys.exit("--attn causal needs --random-tokens (rows of one example, no padding)")
     if training.get("grad_accum", 1) != 1:
         sys.exit(f"{args.config}: this script times grad_accum 1 only")
+    dtype_name = cfg["model"].get("compute_dtype", "float32")
+    if dtype_name not in DTYPES:
+        sys.exit(f"{args.config}: model.compute_dtype {dtype_name!r} is not one of {list(DTYPES)}")
+    dtype = DTYPES[dtype_name]
+    device = args.device
+    if device is None:
+        wanted = training.get("device", "auto")
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted
+        device = "cuda" if device.startswith("cuda") else device
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("device cuda: torch sees no CUDA device")
+    cuda = device == "cuda"
+    checkpointing = bool(training.get("activation_checkpointing", False))
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(training.get("seed", 42))
@@ -239,6 +299,8 @@ def main():
     timings = {}
     t0 = time.perf_counter()
     dropped = 0
+    examples = []
+    total = args.warmup + args.steps
     if gguf:
         model_dir, gguf_file = os.path.split(model_path)
         tok = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file)
@@ -248,33 +310,47 @@ def main():
         examples, dropped = read_chat_examples(data["train"], bpe_encoder(tok),
                                                data["max_seq_len"],
                                                data.get("train_on_inputs", False))
-    else:
+    elif not args.random_tokens:
+        import sentencepiece as spm  # here: the GPU mode (--random-tokens) does not need it
+
         sp = spm.SentencePieceProcessor(model_file=os.path.join(model_path, "tokenizer.model"))
         timings["tokenizer_load_s"] = time.perf_counter() - t0
         pad_id = sp.pad_id() if sp.pad_id() >= 0 else sp.unk_id()
         t0 = time.perf_counter()
         examples = read_examples(data["train"], sp, data["max_seq_len"])
-    timings["tokenize_s"] = time.perf_counter() - t0
-    total = args.warmup + args.steps
-    batches = packed_batches(examples, training["micro_batch_size"], data["max_seq_len"],
-                             training.get("seed", 42), total, pad_id)
+    if args.random_tokens:
+        with open(os.path.join(model_path, "config.json"), encoding="utf-8") as f:
+            vocab_size = json.load(f)["vocab_size"]
+        timings["tokenizer_load_s"] = 0.0
+        batches = random_token_batches(training["micro_batch_size"], data["max_seq_len"],
+                                       vocab_size, training.get("seed", 42), total)
+    else:
+        timings["tokenize_s"] = time.perf_counter() - t0
+        batches = packed_batches(examples, training["micro_batch_size"], data["max_seq_len"],
+                                 training.get("seed", 42), total, pad_id)
 
-    load = dict(dtype=torch.float32, attn_implementation="sdpa")
+    load = dict(dtype=dtype, attn_implementation="sdpa")
     if args.quant == "nf4":
         from transformers import BitsAndBytesConfig
         load["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32)
+            bnb_4bit_compute_dtype=dtype)
         load["device_map"] = "cpu"
+    if cuda:
+        load["device_map"] = {"": torch.cuda.current_device()}
     t0 = time.perf_counter()
     if gguf:
         # transformers dequantizes every GGUF tensor to fp32 (gguf.quants) while loading.
         model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file, **load)
     else:
         model = LlamaForCausalLM.from_pretrained(model_path, **load)
+    if cuda:
+        torch.cuda.synchronize()
     timings["model_load_s"] = time.perf_counter() - t0
     rss_after_load_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.config.use_cache = False
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=adapter["rank"], lora_alpha=adapter["alpha"],
                       lora_dropout=adapter["dropout"], target_modules=adapter["target_modules"],
                       use_rslora=adapter.get("use_rslora", False), bias="none",
@@ -290,24 +366,41 @@ def main():
     records = []
     for step, batch in enumerate(batches, start=1):
         start = time.perf_counter()
-        mask = segment_attention_mask(batch["segment_ids"])
-        out = model(input_ids=batch["input_ids"], attention_mask=mask,
-                    position_ids=batch["position_ids"], labels=batch["labels"], use_cache=False)
+        inputs = dict(input_ids=batch["input_ids"].to(device),
+                      position_ids=batch["position_ids"].to(device),
+                      labels=batch["labels"].to(device))
+        if args.attn == "mask":
+            inputs["attention_mask"] = segment_attention_mask(batch["segment_ids"].to(device))
+        out = model(**inputs, use_cache=False)
         out.loss.backward()
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         records.append(dict(step=step, loss=out.loss.item(), tokens=batch["tokens"],
                             rows_T=batch["input_ids"].shape[1], seconds=seconds,
                             tokens_per_s=batch["tokens"] / seconds))
 
     timed = records[args.warmup:]
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "peft": peft.__version__}
+    if args.quant == "nf4":
+        import bitsandbytes
+        versions["bitsandbytes"] = bitsandbytes.__version__
     print(json.dumps({
         "side": "python",
         "quant": args.quant,
         "threads": torch.get_num_threads(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "dtype": dtype_name,
+        "gradient_checkpointing": checkpointing,
+        "attn": args.attn,
+        "random_tokens": args.random_tokens,
+        "micro_batch_size": training["micro_batch_size"],
         "warmup_steps": args.warmup,
         "timed_steps": len(timed),
         "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in timed),
@@ -322,8 +415,9 @@ def main():
         # ru_maxrss is in KiB on Linux: the process's peak resident set (VmHWM).
         "peak_rss_after_load_mb": rss_after_load_mb,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__},
+        # CUDA: bytes allocated by torch's caching allocator at most, since the process started.
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 1e6 if cuda else None,
+        "versions": versions,
         "steps": records,
     }))
 

@@ -1,6 +1,8 @@
 // AdamW with 8-bit blockwise state, bit-identical to bitsandbytes.optim.AdamW8bit (0.50.2) on its
-// CPU backend (bitsandbytes/backends/cpu/ops.py; METHODS.md §7). A plain CPU reference: the
-// CUDA kernel and paging come later (optimizer.type adamw_8bit on a CUDA device is refused).
+// CPU backend (bitsandbytes/backends/cpu/ops.py; METHODS.md §7). On the CPU the ATen ops below
+// are the reference; in QLT_CUDA builds an 8-bit parameter on a CUDA device is updated by the
+// fused kernel (kernels/adamw_8bit.cu through adamw_8bit_cuda.h: same codes and absmax bit for
+// bit, the parameter within one rounding per step), small ones by the same ATen ops on CUDA.
 //
 // Per parameter p with gradient g, at its own step count t (bnb's Optimizer2State.update_step):
 //   numel(p) >= min_8bit_size (4096): state1 / state2 are uint8 codes of p's shape with fp32
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "optim/adamw.h"
+#include "optim/adamw_8bit_cuda.h"
 #include "optim/blockwise_8bit.h"
 
 namespace qlt::optim {
@@ -38,7 +41,7 @@ inline constexpr int64_t kMin8bitSize = 4096;  // bnb's min_8bit_size default
 
 struct AdamW8bitParam {
   std::string name;
-  at::Tensor param;    // leaf, fp32, requires_grad, CPU; updated in place
+  at::Tensor param;    // leaf, fp32, requires_grad, CPU or CUDA; updated in place
   bool quantized;      // numel >= min_8bit_size: 8-bit state
   at::Tensor state1;   // quantized: uint8 codes, param's shape (m); else fp32 m
   at::Tensor state2;   // quantized: uint8 codes, param's shape (v); else fp32 v
@@ -48,10 +51,17 @@ struct AdamW8bitParam {
   bool decay = true;   // weight decay applies (bnb: a param group with weight_decay 0)
 };
 
+// The scalars of one 8-bit update of a parameter at its step `step` (>= 1), in double as bnb's
+// Python computes them: beta ** step = pow, math.sqrt. The CPU path passes them to ATen ops,
+// the CUDA kernel rounds them to fp32 the same way, so both use the very same values.
+AdamW8bitStepScalars adamw_8bit_scalars(const AdamWOptions& options, int64_t step, double lr,
+                                        double weight_decay);
+
 struct AdamW8bit {
-  // As AdamW's constructor; parameters must be CPU tensors. `min_8bit_size`: parameters with
-  // fewer elements keep fp32 state (bnb's min_8bit_size). State starts at zero codes and zero
-  // absmax (bnb's init_state), i.e. m = v = 0.
+  // As AdamW's constructor; parameters are CPU tensors, or CUDA tensors in a QLT_CUDA build
+  // (the state lives with its parameter). `min_8bit_size`: parameters with fewer elements keep
+  // fp32 state (bnb's min_8bit_size). State starts at zero codes and zero absmax (bnb's
+  // init_state), i.e. m = v = 0.
   AdamW8bit(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
             const std::set<std::string>& no_weight_decay = {},
             int64_t min_8bit_size = kMin8bitSize);
@@ -79,12 +89,14 @@ struct AdamW8bit {
  private:
   void update_8bit(AdamW8bitParam& s, const at::Tensor& grad, double lr, double weight_decay);
   void update_32bit(AdamW8bitParam& s, const at::Tensor& grad, double lr, double weight_decay);
+  const AdamW8bitDeviceTables& device_tables(at::Device device);
 
   std::vector<AdamW8bitParam> params_;
   AdamWOptions options_;
   int64_t min_8bit_size_;
-  QuantLut signed_lut_;    // first moment
-  QuantLut unsigned_lut_;  // second moment
+  QuantLut signed_lut_;                               // first moment
+  QuantLut unsigned_lut_;                             // second moment
+  std::vector<AdamW8bitDeviceTables> device_tables_;  // per CUDA device with 8-bit parameters
   int64_t steps_taken_ = 0;
 };
 
