@@ -30,6 +30,7 @@ readonly APT_PACKAGES=(
   clang libclang-rt-14-dev llvm  # the sanitizer + fuzz build: clang 14, libFuzzer, llvm-symbolizer
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev catch2 libpcre2-dev
   libssl-dev  # libcrypto: streamed SHA-1 of checkpoint files
+  libgloo-dev  # gloo's headers, which LibTorch's c10d ProcessGroupGloo.hpp includes (dist/)
   bible-kjv  # corpus of the bundled demo model (scripts/tiny_model)
 )
 

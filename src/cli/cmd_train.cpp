@@ -22,6 +22,7 @@ int run_train(const TrainArgs& args) {
   train::TrainerOptions options;
   options.config = load_config(args.config.config_path, args.config.overrides);
   options.config_origin = args.config.config_path;
+  options.dist_env = dist::read_dist_env();  // RANK, WORLD_SIZE, ... from torchrun and friends
   if (args.resume_option->count() > 0) {
     if (args.resume.empty()) {
       options.resume_latest = true;

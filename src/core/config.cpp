@@ -172,6 +172,16 @@ const std::vector<ConfigKey>& config_keys() {
       key("training.activation_checkpointing",
           "recompute each decoder layer in backward (less memory, ~1/3 more compute)",
           [](auto& c) { return &c.training.activation_checkpointing; }),
+      key("training.distributed",
+          "process-group backend when launched with RANK / WORLD_SIZE / LOCAL_RANK / "
+          "MASTER_ADDR / MASTER_PORT (torchrun): auto = nccl on CUDA, gloo on the CPU",
+          [](auto& c) { return &c.training.distributed; })
+          .one_of({"auto", "gloo", "nccl"}),
+      key("training.distributed_timeout_s",
+          "seconds the rendezvous and each collective may wait: a rank that died is noticed "
+          "within this time",
+          [](auto& c) { return &c.training.distributed_timeout_s; })
+          .range(1, 86400),
       key("checkpoint.output_dir", "run directory: config, metrics.jsonl, checkpoints, final/",
           [](auto& c) { return &c.checkpoint.output_dir; }),
       key("checkpoint.every_steps", "write a checkpoint every N steps; 0 = only at the end",

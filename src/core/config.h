@@ -90,6 +90,9 @@ struct TrainingConfig {
   int64_t grad_accum = 1;        // micro-batches per optimizer step
   int64_t max_steps = 100;       // optimizer steps
   bool activation_checkpointing = false;  // recompute each decoder layer in backward
+  // Data parallelism, when RANK / WORLD_SIZE / ... are set (dist/dist_env.h):
+  std::string distributed = "auto";     // "auto" (nccl on CUDA, gloo on CPU) | "gloo" | "nccl"
+  int64_t distributed_timeout_s = 300;  // rendezvous and collectives; a dead rank is noticed
 };
 
 struct CheckpointConfig {

@@ -57,6 +57,15 @@ const OptimizerType& optimizer_type(const std::string& name) {
              fmt::join(optimizer_type_names(), ", "));
 }
 
+bool same_optimizer_state(const std::string& a, const std::string& b) {
+  const OptimizerType *row_a = nullptr, *row_b = nullptr;
+  for (const auto& row : kOptimizerTypes) {
+    if (a == row.name) row_a = &row;
+    if (b == row.name) row_b = &row;
+  }
+  return row_a != nullptr && row_b != nullptr && row_a->state == row_b->state;
+}
+
 Optimizer::Optimizer(const OptimizerType& type,
                      std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options,
                      const std::set<std::string>& no_weight_decay)
@@ -115,10 +124,7 @@ void Optimizer::load_state(const std::map<std::string, at::Tensor>& tensors,
         it == meta.end() ? "adamw" : (it->is_string() ? it->get<std::string>() : it->dump());
     // Paging changes where the state lives, not what it is: adamw and paged_adamw (adamw_8bit
     // and paged_adamw_8bit) resume each other's state, e.g. to turn paging on after an OOM.
-    const OptimizerType* saved_row = nullptr;
-    for (const auto& row : kOptimizerTypes)
-      if (saved == row.name) saved_row = &row;
-    if (saved_row == nullptr || saved_row->state != type_->state) {
+    if (!same_optimizer_state(saved, type_->name)) {
       user_error(
           "the checkpoint's optimizer state is of optimizer.type \"{}\", this run's "
           "optimizer.type is \"{}\"; resume with the type it was saved with (or its paged / "

@@ -33,6 +33,9 @@ struct OptimizerType {
 std::vector<std::string> optimizer_type_names();
 // The row named `name`; a UserError naming optimizer.type and the choices otherwise.
 const OptimizerType& optimizer_type(const std::string& name);
+// True when `a` and `b` are rows that keep the same state (equal, or a paged type and its
+// non-paged twin): a checkpoint of one resumes the other. False for unknown names.
+bool same_optimizer_state(const std::string& a, const std::string& b);
 
 class Optimizer {
  public:

@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/config_schema.h"
+#include "optim/optimizer.h"
 
 namespace qlt::train {
 namespace {
@@ -16,8 +17,10 @@ namespace {
 using nlohmann::json;
 
 // Exact keys, or whole sections when the entry ends with a dot.
-constexpr std::array<std::string_view, 9> kMayChange = {
+constexpr std::array<std::string_view, 11> kMayChange = {
     "model.allow_non_finite",
+    "training.distributed",  // the world size may change too, when training.grad_accum divides
+    "training.distributed_timeout_s",
     "training.max_steps",
     "training.threads",
     "training.device",
@@ -51,6 +54,10 @@ std::vector<std::string> resume_incompatibilities(const json& checkpoint_config,
     if (may_change_on_resume(key.path)) continue;
     const json then = value_at(checkpoint_config, key.path);
     const json now = value_at(current_config, key.path);
+    // A paged optimizer type and its non-paged twin keep the same state (optim/optimizer.h).
+    if (key.path == "optimizer.type" && then.is_string() && now.is_string() &&
+        optim::same_optimizer_state(then.get<std::string>(), now.get<std::string>()))
+      continue;
     if (then != now)
       out.push_back(fmt::format("{}: the checkpoint has {}, this config has {}", key.path,
                                 then.is_null() ? "nothing" : then.dump(), now.dump()));

@@ -22,6 +22,7 @@
 #include "optim/clip_grad.h"
 #include "quant/weight_format.h"
 #include "train/activation_checkpoint.h"
+#include "train/dropout_seed.h"
 #include "train/fault_point.h"
 #include "train/resume_config.h"
 #include "train/run_checkpoint.h"
@@ -65,12 +66,6 @@ void Trainer::setup() {
                             cfg_.optimizer.eps, cfg_.optimizer.weight_decay};
   optim::validate(adamw);
   const optim::OptimizerType& optimizer_type = optim::optimizer_type(cfg_.optimizer.type);
-  if (optimizer_type.state == optim::OptimizerState::k8bit && !device_.is_cpu()) {
-    user_error(
-        "{}: optimizer.type {} on {}: the 8-bit optimizer has only its CPU reference so far (no "
-        "CUDA kernel); use optimizer.type adamw, or training.device cpu",
-        origin, optimizer_type.name, device_.str());
-  }
   schedule_ = optim::ScheduleOptions{optim::parse_schedule_type(cfg_.schedule.type),
                                      cfg_.schedule.warmup_steps, cfg_.training.max_steps,
                                      cfg_.optimizer.lr};
@@ -78,11 +73,20 @@ void Trainer::setup() {
 
   // From here on a SIGINT / SIGTERM is a request: setup stops at its next phase boundary.
   signals_ = std::make_unique<StopSignalScope>();
-  // Before anything is written: one process per run folder.
-  lock_ = RunDirLock::acquire(run_dir_);
-  fault_point("setup");
-  remove_stale_temp_checkpoints(run_dir_);
-  resolve_resume_checkpoint();
+  if (options_.dist_env) join_process_group();
+  // Before anything is written: one process per run folder. Distributed, rank 0 owns the
+  // folder (lock, clean-up, checkpoints, metrics); the others read the checkpoint it chose,
+  // after it has cleaned up.
+  if (is_rank0()) {
+    lock_ = RunDirLock::acquire(run_dir_);
+    fault_point("setup");
+    remove_stale_temp_checkpoints(run_dir_);
+    resolve_resume_checkpoint();
+  }
+  if (dp_) {
+    dp_->barrier();
+    if (!is_rank0()) resolve_resume_checkpoint();
+  }
   check_stop_during_setup("checking the run folder");
 
   // The resumed checkpoint's adapter (of the configured type), or fresh ones from the seed.
@@ -113,9 +117,11 @@ void Trainer::setup() {
   dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
   if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);
   // Setup succeeded: only now does the folder get this start's config and metrics.
-  io::write_file_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
-  metrics_ =
-      std::make_unique<MetricsLog>(run_dir_ / "metrics.jsonl", resume_checkpoint_ ? step_ : -1);
+  if (is_rank0()) {
+    io::write_file_atomically(run_dir_ / "config.json", config_to_text(cfg_) + "\n");
+    metrics_ =
+        std::make_unique<MetricsLog>(run_dir_ / "metrics.jsonl", resume_checkpoint_ ? step_ : -1);
+  }
   int64_t trainable = 0;
   for (const auto& [name, p] : params_) trainable += p.numel();
   spdlog::info(
@@ -123,6 +129,43 @@ void Trainer::setup() {
       "device {}",
       cfg_.model.path, model_.config.num_hidden_layers, quant::describe(run_.format),
       cfg_.model.compute_dtype, describe_adapter(run_.adapter), trainable, device_.str());
+}
+
+void Trainer::join_process_group() {
+  const dist::DistEnv& env = *options_.dist_env;
+  if (cfg_.training.grad_accum % env.world_size != 0) {
+    user_error(
+        "{}: training.grad_accum {} is not a multiple of WORLD_SIZE {}: each rank trains "
+        "grad_accum / WORLD_SIZE micro-batches of every step (the global batch stays "
+        "grad_accum x micro_batch_size sequences); set training.grad_accum to a multiple of {}",
+        options_.config_origin, cfg_.training.grad_accum, env.world_size, env.world_size);
+  }
+  // Several processes on one machine: rank LOCAL_RANK uses cuda:LOCAL_RANK.
+  if (device_.is_cuda() && !device_.has_index()) {
+    device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  } else if (device_.is_cuda() && cfg_.training.device == "auto") {
+    device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  }
+  run_.device = device_;
+  std::string backend = cfg_.training.distributed;
+  if (backend == "auto") backend = device_.is_cuda() ? "nccl" : "gloo";
+  if (backend == "nccl" && !device_.is_cuda()) {
+    user_error(
+        "{}: training.distributed nccl needs training.device cuda (it is {}); use gloo or auto "
+        "for CPU training",
+        options_.config_origin, device_.str());
+  }
+  // Only rank 0 logs progress; the others keep warnings and errors.
+  if (env.rank != 0) spdlog::set_level(spdlog::level::warn);
+  const std::string hash = resume_config_hash(config_to_json(cfg_)) +
+                           (options_.resume_latest ? "+resume" : "") +
+                           options_.resume_from.string();
+  dp_ = dist::DataParallel::join(env, backend,
+                                 std::chrono::seconds(cfg_.training.distributed_timeout_s), hash);
+  spdlog::info(
+      "data parallel: {} ranks ({}), {} of the {} micro-batches of each step per rank; only "
+      "rank 0 writes checkpoints, logs and metrics",
+      env.world_size, backend, cfg_.training.grad_accum / env.world_size, cfg_.training.grad_accum);
 }
 
 void Trainer::check_stop_during_setup(const char* phase) {
@@ -282,6 +325,7 @@ EvalResult Trainer::run_eval() {
 }
 
 void Trainer::write_metrics(const nlohmann::ordered_json& record) {
+  if (!metrics_) return;  // distributed: rank 0 writes metrics.jsonl
   try {
     metrics_->write(record);
   } catch (const MetricsWriteError& e) {
@@ -346,7 +390,7 @@ int Trainer::train() {
         "warmup {})",
         step_ + 1, max_steps, cfg_.training.grad_accum, cfg_.training.micro_batch_size,
         cfg_.data.max_seq_len, cfg_.optimizer.lr, cfg_.schedule.type, cfg_.schedule.warmup_steps);
-  if (stop_requested()) return stop_now();
+  if (stop_agreed()) return stop_now();
   if (!eval_set_.empty() && step_ == 0) {
     fault_point("eval0");
     const EvalResult r = run_eval();
@@ -362,7 +406,7 @@ int Trainer::train() {
 
   while (step_ < max_steps) {
     // A stop request that came during an eval, a save or the previous step's log.
-    if (stop_requested()) return stop_now();
+    if (stop_agreed()) return stop_now();
     // L4Q: the quantizer starts after adapter.l4q_warmup_steps steps of plain LoRA (a resumed
     // run past that point has it on already, with its trained scale and offset).
     if (run_.adapter.kind == adapters::AdapterKind::kL4q && !model::l4q_quantizing(model_) &&
@@ -381,14 +425,7 @@ int Trainer::train() {
       trained += batches.back().trained_tokens;
       tokens += batches.back().segment_ids.ne(0).sum().item<int64_t>();
     }
-    double loss_sum = 0;
-    for (const auto& b : batches) {
-      const at::Tensor hidden =
-          model_.hidden_states(b.input_ids, b.position_ids, b.segment_ids, forward);
-      auto loss = model::causal_lm_loss(hidden, model_.weights.lm_head, b.labels.to(device_));
-      (loss.sum / static_cast<double>(trained)).backward();
-      loss_sum += loss.sum.item<double>();
-    }
+    const double loss_sum = forward_backward(batches, trained, forward);
     fault_point(step_ + 1 == max_steps ? "last_step" : "step");
     const double loss = loss_sum / static_cast<double>(trained);
     const double grad_norm = optim::clip_grad_norm(params, cfg_.optimizer.max_grad_norm);
@@ -417,7 +454,7 @@ int Trainer::train() {
     session_seconds = seconds_since(session_start);
 
     const bool last_step = step_ == max_steps;
-    if (step_ % cfg_.logging.every_steps == 0 || last_step || stop_requested()) {
+    if (step_ % cfg_.logging.every_steps == 0 || last_step || stop_agreed()) {
       const double interval_loss = interval_loss_sum / static_cast<double>(interval_trained);
       const double tokens_per_s = static_cast<double>(interval_tokens) / interval_seconds;
       const double memory = memory_in_use_mb(cuda, cuda ? device_.index() : 0);
@@ -428,24 +465,32 @@ int Trainer::train() {
           "mem {:.0f} MB  eta {}",
           step_, max_steps, interval_loss, lr, grad_norm, tokens_per_s, memory,
           format_duration(eta));
-      write_metrics({{"type", "train"},
-                     {"step", step_},
-                     {"epoch", batcher_->epoch_progress()},
-                     {"loss", interval_loss},
-                     {"lr", lr},
-                     {"grad_norm", grad_norm},
-                     {"tokens", interval_tokens},
-                     {"trained_tokens", interval_trained},
-                     {"seconds", interval_seconds},
-                     {"tokens_per_s", tokens_per_s},
-                     {"memory_mb", memory},
-                     {"elapsed_s", train_seconds_},
-                     {"eta_s", eta}});
+      nlohmann::ordered_json record = {{"type", "train"},
+                                       {"step", step_},
+                                       {"epoch", batcher_->epoch_progress()},
+                                       {"loss", interval_loss},
+                                       {"lr", lr},
+                                       {"grad_norm", grad_norm},
+                                       {"tokens", interval_tokens},
+                                       {"trained_tokens", interval_trained},
+                                       {"seconds", interval_seconds},
+                                       {"tokens_per_s", tokens_per_s},
+                                       {"memory_mb", memory},
+                                       {"elapsed_s", train_seconds_},
+                                       {"eta_s", eta}};
+      // Distributed: tokens and tokens/s count every rank's micro-batches (all ranks build
+      // every batch), and each rank's peak memory so far is recorded, in rank order.
+      if (dp_) {
+        record["world_size"] = dp_->world_size();
+        record["peak_memory_mb_per_rank"] =
+            dp_->all_gather(peak_memory_mb(cuda, cuda ? device_.index() : 0));
+      }
+      write_metrics(record);
       interval_loss_sum = interval_seconds = 0;
       interval_trained = interval_tokens = 0;
     }
     // Stopping: save first, skip an eval that may take long (the last one runs on --resume).
-    if (stop_requested()) return stop_now();
+    if (stop_agreed()) return stop_now();
     if (!eval_set_.empty() && !last_step && cfg_.eval.every_steps > 0 &&
         step_ % cfg_.eval.every_steps == 0) {
       const EvalResult r = run_eval();
@@ -456,7 +501,7 @@ int Trainer::train() {
     if (last_step || (cfg_.checkpoint.every_steps > 0 && step_ % cfg_.checkpoint.every_steps == 0))
       save_checkpoint();
   }
-  if (stop_requested()) return stop_now();
+  if (stop_agreed()) return stop_now();
   // The final evaluation, after the last checkpoint (so an interruption during it loses no
   // training), unless a resumed run already has it.
   if (!eval_set_.empty() && !metrics_->has_record("eval", step_)) {
@@ -464,23 +509,58 @@ int Trainer::train() {
     const EvalResult r = run_eval();
     spdlog::info("eval at step {}: loss {:.4f} perplexity {:.3f} ({} tokens, {:.1f} s)", step_,
                  r.loss, r.perplexity, r.predicted_tokens, r.seconds);
-    if (stop_requested()) return stop_now();
+    if (stop_agreed()) return stop_now();
     write_eval(r);
   }
-  if (step_ > first_step)
-    spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}", step_ - first_step,
-                 format_duration(session_seconds), tokens_seen_,
-                 peak_memory_mb(cuda, cuda ? device_.index() : 0),
+  if (step_ > first_step) {
+    const double peak = peak_memory_mb(cuda, cuda ? device_.index() : 0);
+    const std::vector<double> peaks = dp_ ? dp_->all_gather(peak) : std::vector<double>{peak};
+    spdlog::info("trained {} steps in {} ({} tokens); peak memory {:.0f} MB{}{}",
+                 step_ - first_step, format_duration(session_seconds), tokens_seen_, peak,
+                 dp_ ? fmt::format(" (per rank: {:.0f} MB)", fmt::join(peaks, ", ")) : "",
                  cfg_.training.activation_checkpointing ? " (activation checkpointing on)" : "");
+  }
   save_final();
-  if (stop_requested())
+  if (stop_agreed())
     spdlog::info("the stop request (signal {}) came after the last step: the run is complete",
                  stop_signal_number());
   return kExitOk;
 }
 
+double Trainer::forward_backward(const std::vector<data::TrainBatch>& batches, int64_t trained,
+                                 const model::ForwardOptions& forward) {
+  const int64_t ranks = dp_ ? dp_->world_size() : 1, rank = dp_ ? dp_->rank() : 0;
+  double loss_sum = 0;
+  for (int64_t k = rank; k < static_cast<int64_t>(batches.size()); k += ranks) {
+    const auto& b = batches[static_cast<size_t>(k)];
+    dropout_generator_->set_current_seed(micro_batch_seed(cfg_.training.seed, step_, k));
+    const at::Tensor hidden =
+        model_.hidden_states(b.input_ids, b.position_ids, b.segment_ids, forward);
+    auto loss = model::causal_lm_loss(hidden, model_.weights.lm_head, b.labels.to(device_));
+    // Each micro-batch's sum over the step's total trained tokens (all ranks' micro-batches):
+    // summed over the ranks, the gradient of the step's mean loss.
+    (loss.sum / static_cast<double>(trained)).backward();
+    loss_sum += loss.sum.item<double>();
+  }
+  if (!dp_) return loss_sum;
+  // One all-reduce for everything: the gradients (bucketed), then [loss sum, stop requests].
+  std::vector<at::Tensor> grads;
+  for (const auto& [name, p] : params_)
+    if (p.grad().defined()) grads.push_back(p.mutable_grad());
+  at::Tensor scalars =
+      at::tensor({loss_sum, stop_requested() ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble));
+  grads.push_back(scalars);
+  dp_->all_reduce_sum(grads);
+  stop_agreed_ = scalars[1].item<double>() > 0;
+  return scalars[0].item<double>();
+}
+
 fs::path Trainer::save_checkpoint() {
   const fs::path dir = checkpoint_path(run_dir_, step_);
+  if (!is_rank0()) {  // rank 0 writes the (identical) state of every rank
+    last_saved_step_ = step_;
+    return dir;
+  }
   TrainerState state;
   state.step = step_;
   state.tokens_seen = tokens_seen_;
@@ -515,6 +595,7 @@ fs::path Trainer::save_checkpoint() {
 }
 
 void Trainer::save_final() {
+  if (!is_rank0()) return;
   const fs::path final_dir = run_dir_ / "final";
   // Same folder discipline as a checkpoint: temporary name, manifest (verified by every
   // reader of the adapter), DONE, rename.

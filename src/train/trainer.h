@@ -29,6 +29,8 @@
 
 #include "core/config.h"
 #include "data/batcher.h"
+#include "dist/data_parallel.h"
+#include "dist/dist_env.h"
 #include "model/llama.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
@@ -47,6 +49,8 @@ struct TrainerOptions {
   std::string config_origin;          // the config file, for messages
   bool resume_latest = false;         // --resume: newest complete checkpoint
   std::filesystem::path resume_from;  // --resume PATH (empty: not given)
+  // Data parallelism: set when the launcher set RANK, WORLD_SIZE, ... (dist::read_dist_env).
+  std::optional<dist::DistEnv> dist_env;
 };
 
 // The adapter inside a checkpoint folder (PEFT layout).
@@ -85,6 +89,16 @@ class Trainer {
 
  private:
   void resolve_resume_checkpoint();
+  void join_process_group();
+  bool is_rank0() const { return !dp_ || dp_->rank() == 0; }
+  // One step's micro-batches: forward + backward of this rank's share (all of them when not
+  // distributed), then, distributed, the gradients, loss sum and stop flag summed over ranks.
+  // Returns the step's loss sum over all its micro-batches.
+  double forward_backward(const std::vector<data::TrainBatch>& batches, int64_t trained,
+                          const model::ForwardOptions& forward);
+  // A stop request seen by any rank (distributed: agreed at the last all-reduce, so every
+  // rank stops after the same step); else this process's own.
+  bool stop_agreed() const { return dp_ ? stop_agreed_ : stop_requested(); }
   void check_stop_during_setup(const char* phase);
   int stop_now();
   void write_metrics(const nlohmann::ordered_json& record);
@@ -116,7 +130,9 @@ class Trainer {
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::ScheduleOptions schedule_;
   std::optional<at::Generator> dropout_generator_;
-  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<MetricsLog> metrics_;     // rank 0 only
+  std::unique_ptr<dist::DataParallel> dp_;  // distributed runs only
+  bool stop_agreed_ = false;
 
   int64_t step_ = 0;          // optimizer steps done
   int64_t tokens_seen_ = 0;   // non-padding input tokens over the whole run
