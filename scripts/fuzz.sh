@@ -67,6 +67,7 @@ max_len() {
     jsonl_examples) echo 8192 ;;
     trainer_state) echo 16384 ;;
     bnb_quant_state) echo 1024 ;;
+    dist_env) echo 256 ;;
     *) echo 4096 ;;  # config + --set, adapter_config.json, manifest.json
   esac
 }

@@ -34,10 +34,26 @@ TEST_CASE("resume accepts run length, logging, eval, checkpointing and device ch
   changed.logging.every_steps = 1;
   changed.eval.every_steps = 3;
   changed.data.eval = "other.jsonl";
+  changed.training.distributed = "gloo";
+  changed.training.distributed_timeout_s = 30;
   CHECK(resume_incompatibilities(config_to_json(resume_base_config()), config_to_json(changed))
             .empty());
   CHECK(resume_config_hash(config_to_json(resume_base_config())) ==
         resume_config_hash(config_to_json(changed)));
+}
+
+TEST_CASE("resume accepts an optimizer.type that keeps the state: a paged twin, not another",
+          "[train][resume][paged]") {
+  TrainConfig paged = resume_base_config();
+  paged.optimizer.type = "paged_adamw";
+  CHECK(resume_incompatibilities(config_to_json(resume_base_config()), config_to_json(paged))
+            .empty());
+  TrainConfig eight = resume_base_config();
+  eight.optimizer.type = "paged_adamw_8bit";
+  const auto diffs = resume_incompatibilities(config_to_json(paged), config_to_json(eight));
+  REQUIRE(diffs.size() == 1);
+  CHECK_THAT(diffs[0], Contains("optimizer.type: the checkpoint has \"paged_adamw\", this "
+                                "config has \"paged_adamw_8bit\""));
 }
 
 TEST_CASE("resume refuses changes to what the checkpoint was trained with, naming each",
