@@ -8,6 +8,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -76,6 +79,21 @@ struct TempJsonl {
 };
 
 inline double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
+
+// A TCP port on 127.0.0.1 that nobody listens on now (the kernel's pick for port 0), for a
+// test's process-group rendezvous (MASTER_PORT).
+inline int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 // max |got - want| / max |want|.
 inline double relative_error(const at::Tensor& got, const at::Tensor& want) {

@@ -87,38 +87,9 @@ total=$((warmup + steps))
 # wall seconds, the seconds at which the first line containing each --mark NAME=TEXT appeared,
 # and the child's peak RSS (getrusage RUSAGE_CHILDREN ru_maxrss, KiB on Linux: VmHWM of the one
 # child waited for). Exits with the command's status.
-launcher=$(
-  cat <<'EOF'
-import json, resource, subprocess, sys, time
-args, marks, opts = sys.argv[1:], {}, {}
-while args[0] != "--":
-    key, value = args[0], args[1]
-    args = args[2:]
-    if key == "--mark":
-        name, text = value.split("=", 1)
-        marks[name] = text
-    else:
-        opts[key] = value
-cmd = args[1:]
-seen = {}
-start = time.monotonic()
-with open(opts["--stdout"], "w") as out, open(opts["--log"], "w") as log:
-    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
-                             text=True, errors="replace")
-    for line in child.stderr:  # spdlog flushes each line to stderr
-        t = time.monotonic() - start
-        log.write(f"[{t:9.3f}] {line}")
-        for name, text in marks.items():
-            if name not in seen and text in line:
-                seen[name] = t
-    status = child.wait()
-wall = time.monotonic() - start
-peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-json.dump({"status": status, "wall_s": wall, "marks": seen, "peak_rss_mb": peak_kib / 1024},
-          open(opts["--json"], "w"))
-sys.exit(status)
-EOF
-)
+# The launcher (stdin closed, stdout to a file, stderr lines timestamped with the first time each
+# --mark text appears, exit status + wall time + peak RSS as JSON) is train_step_gpu.py's.
+launcher=("$python" "$repo/scripts/bench/train_step_gpu.py" launch)
 
 results=()  # one JSON file per (threads, side)
 for threads in "${threads_counts[@]}"; do
@@ -128,7 +99,7 @@ for threads in "${threads_counts[@]}"; do
   sets=(--set "training.threads=$threads" --set "training.max_steps=$total"
     --set "checkpoint.output_dir=$tag-run" --set "quantization.type=$quant")
   cpp_status=0
-  "$python" -c "$launcher" --stdout "$tag-cpp.out" --log "$tag-cpp.log" --json "$tag-cpp.proc" \
+  "${launcher[@]}" --stdout "$tag-cpp.out" --log "$tag-cpp.log" --json "$tag-cpp.proc" \
     --mark "model_loaded=linear weights (" --mark "first_step=info training steps" \
     -- build/qlora-train train --config "$config" "${sets[@]}" || cpp_status=$?
   if ((cpp_status != 0)); then
@@ -160,7 +131,7 @@ EOF
   # --- Python: PyTorch eager + transformers + PEFT ---------------------------------------------
   py_load=$(cut -d' ' -f1 /proc/loadavg)
   py_status=0
-  "$python" -c "$launcher" --stdout "$tag-py.out" --log "$tag-py.log" --json "$tag-py.proc" \
+  "${launcher[@]}" --stdout "$tag-py.out" --log "$tag-py.log" --json "$tag-py.proc" \
     -- "$python" scripts/bench/train_step_peft.py --config "$config" --threads "$threads" \
     --quant "$py_quant" --steps "$steps" --warmup "$warmup" || py_status=$?
   if ((py_status != 0)); then

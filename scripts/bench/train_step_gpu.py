@@ -95,7 +95,8 @@ def cmd_peak(args):
 
 
 def cmd_launch(argv):
-    # Same launcher as train_step.sh's: stdin closed, stdout to a file, stderr lines timestamped.
+    # The launcher of both train_step scripts: stdin closed, stdout to a file, stderr lines
+    # timestamped.
     marks, opts = {}, {}
     while argv[0] != "--":
         key, value = argv[0], argv[1]

@@ -127,6 +127,19 @@ void DataParallel::collective(const char* what, F&& run) {
   }
 }
 
+c10::intrusive_ptr<c10d::Work> DataParallel::start_all_reduce(at::Tensor& flat) {
+  std::vector<at::Tensor> one{flat};
+  c10d::AllreduceOptions options;
+  options.reduceOp = c10d::ReduceOp::SUM;
+  c10::intrusive_ptr<c10d::Work> work;
+  collective("all-reduce of the gradients", [&] { work = group_->allreduce(one, options); });
+  return work;
+}
+
+void DataParallel::wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
+  collective(what, [&] { work->wait(); });
+}
+
 void DataParallel::all_reduce_flat(at::Tensor& flat) {
   std::vector<at::Tensor> one{flat};
   c10d::AllreduceOptions options;

@@ -44,6 +44,10 @@ class DataParallel {
   // Collectives that fail (a rank died: Gloo notices at once, NCCL within the timeout) throw
   // RuntimeError naming this rank and what failed.
   void all_reduce_sum(const std::vector<at::Tensor>& tensors);
+  // Starts the sum of `flat` (one buffer, on any device) over the ranks, in place; wait() for
+  // it before reading `flat` (OverlappedAllReduce: started during backward).
+  c10::intrusive_ptr<c10d::Work> start_all_reduce(at::Tensor& flat);
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const char* what);
   // Every rank's `value`, in rank order.
   std::vector<double> all_gather(double value);
   void barrier();

@@ -113,6 +113,13 @@ void Trainer::setup() {
   load_data();
   check_stop_during_setup("reading the data");
   optimizer_ = std::make_unique<optim::Optimizer>(optimizer_type, params_, adamw, no_decay);
+  if (dp_) {
+    std::vector<at::Tensor> trainable;
+    for (const auto& [name, p] : params_) trainable.push_back(p);
+    grad_sync_ = std::make_unique<dist::OverlappedAllReduce>(*dp_, trainable);
+    spdlog::info("data parallel: gradients summed in {} bucket(s) of <= {} MB during backward",
+                 grad_sync_->bucket_count(), dist::kBucketBytes >> 20);
+  }
   dropout_generator_ = at::globalContext().defaultGenerator(device_).clone();
   dropout_generator_->set_current_seed(static_cast<uint64_t>(cfg_.training.seed));
   if (resume_checkpoint_) restore_run_state(*resume_checkpoint_);
@@ -531,8 +538,11 @@ double Trainer::forward_backward(const std::vector<data::TrainBatch>& batches, i
                                  const model::ForwardOptions& forward) {
   const int64_t ranks = dp_ ? dp_->world_size() : 1, rank = dp_ ? dp_->rank() : 0;
   double loss_sum = 0;
-  for (int64_t k = rank; k < static_cast<int64_t>(batches.size()); k += ranks) {
+  const auto n = static_cast<int64_t>(batches.size());
+  const int64_t last = rank + (n - 1 - rank) / ranks * ranks;  // this rank's last micro-batch
+  for (int64_t k = rank; k < n; k += ranks) {
     const auto& b = batches[static_cast<size_t>(k)];
+    if (dp_ && k == last) grad_sync_->arm();  // its backward sums the step's gradients
     dropout_generator_->set_current_seed(micro_batch_seed(cfg_.training.seed, step_, k));
     const at::Tensor hidden =
         model_.hidden_states(b.input_ids, b.position_ids, b.segment_ids, forward);
@@ -543,14 +553,12 @@ double Trainer::forward_backward(const std::vector<data::TrainBatch>& batches, i
     loss_sum += loss.sum.item<double>();
   }
   if (!dp_) return loss_sum;
-  // One all-reduce for everything: the gradients (bucketed), then [loss sum, stop requests].
-  std::vector<at::Tensor> grads;
-  for (const auto& [name, p] : params_)
-    if (p.grad().defined()) grads.push_back(p.mutable_grad());
+  // The gradients were summed over the ranks during the last backward (grad_sync_); the loss
+  // and the stop requests are summed now.
+  grad_sync_->finish();
   at::Tensor scalars =
       at::tensor({loss_sum, stop_requested() ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble));
-  grads.push_back(scalars);
-  dp_->all_reduce_sum(grads);
+  dp_->all_reduce_sum({scalars});
   stop_agreed_ = scalars[1].item<double>() > 0;
   return scalars[0].item<double>();
 }

@@ -31,6 +31,7 @@
 #include "data/batcher.h"
 #include "dist/data_parallel.h"
 #include "dist/dist_env.h"
+#include "dist/overlapped_all_reduce.h"
 #include "model/llama.h"
 #include "optim/lr_schedule.h"
 #include "optim/optimizer.h"
@@ -130,8 +131,9 @@ class Trainer {
   std::unique_ptr<optim::Optimizer> optimizer_;
   optim::ScheduleOptions schedule_;
   std::optional<at::Generator> dropout_generator_;
-  std::unique_ptr<MetricsLog> metrics_;     // rank 0 only
-  std::unique_ptr<dist::DataParallel> dp_;  // distributed runs only
+  std::unique_ptr<MetricsLog> metrics_;                   // rank 0 only
+  std::unique_ptr<dist::DataParallel> dp_;                // distributed runs only
+  std::unique_ptr<dist::OverlappedAllReduce> grad_sync_;  // with dp_: gradients during backward
   bool stop_agreed_ = false;
 
   int64_t step_ = 0;          // optimizer steps done

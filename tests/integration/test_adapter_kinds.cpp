@@ -5,8 +5,8 @@
 // metrics as a run never interrupted; L4Q's resumed run crosses the end of its warm-up itself.
 // `eval --merge int4` of a QA-BLoRA / L4Q final adapter merges every linear exactly. Refused
 // combinations exit 2 naming the key. Q-BLoRA with optimizer.type adamw_8bit resumes byte-identical
-// too (its 8-bit codes and absmax go through the checkpoint), and so does paged_adamw_8bit,
-// which on the CPU runs as adamw_8bit and says so once.
+// too (its 8-bit codes and absmax go through the checkpoint), and so do paged_adamw and
+// paged_adamw_8bit, which on the CPU run as adamw / adamw_8bit and say so once.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -236,27 +236,33 @@ TEST_CASE("train blora with optimizer.type adamw_8bit: killed and resumed ends b
 }
 
 TEST_CASE(
-    "train blora with optimizer.type paged_adamw_8bit on the CPU: runs as adamw_8bit, says "
-    "so once, killed and resumed ends byte-identical",
+    "train blora with the paged optimizer types on the CPU: they run as their twins, say "
+    "so once, killed and resumed end byte-identical",
     "[integration][adapters][adamw8bit][paged]") {
-  json config = kind_config("blora", "int4");
-  config["adapter"]["rank"] = 16;
-  config["optimizer"]["type"] = "paged_adamw_8bit";
-  const KindRuns runs(config);
-  const auto resumed = kill_and_resume(runs);
-  const std::string line =
-      "optimizer.type paged_adamw_8bit: the parameters are on cpu, which has no CUDA managed "
-      "memory, so the state is not paged: it runs as adamw_8bit";
-  CHECK_THAT(resumed.err, Contains(line));
-  CHECK(resumed.err.find(line) == resumed.err.rfind(line));  // once
-  const auto state = qlt::io::SafetensorsFile::open(qlt::train::checkpoint_path(runs.b, 2) /
-                                                    "optimizer.safetensors");
-  int64_t codes = 0;
-  for (const auto& info : state.tensors()) {
-    const bool moment = info.name.ends_with(".state1") || info.name.ends_with(".state2");
-    if (moment && state.tensor(info.name).scalar_type() == at::kByte) ++codes;
+  for (const auto& [paged, twin] : {std::pair<std::string, std::string>{"paged_adamw", "adamw"},
+                                    {"paged_adamw_8bit", "adamw_8bit"}}) {
+    INFO(paged);
+    json config = kind_config("blora", "int4");
+    config["adapter"]["rank"] = 16;
+    config["optimizer"]["type"] = paged;
+    const KindRuns runs(config);
+    const auto resumed = kill_and_resume(runs);
+    const std::string line = "optimizer.type " + paged +
+                             ": the parameters are on cpu, which has no CUDA managed memory, so "
+                             "the state is not paged: it runs as " +
+                             twin;
+    CHECK_THAT(resumed.err, Contains(line));
+    CHECK(resumed.err.find(line) == resumed.err.rfind(line));  // once
+    const auto state = qlt::io::SafetensorsFile::open(qlt::train::checkpoint_path(runs.b, 2) /
+                                                      "optimizer.safetensors");
+    int64_t codes = 0;
+    for (const auto& info : state.tensors()) {
+      const bool moment = info.name.ends_with(".state1") || info.name.ends_with(".state2");
+      if (moment && state.tensor(info.name).scalar_type() == at::kByte) ++codes;
+    }
+    // The 8-bit state of adamw_8bit (see the case above); none for fp32 AdamW.
+    CHECK(codes == (paged == "paged_adamw_8bit" ? 2 * 3 * 4 : 0));
   }
-  CHECK(codes == 2 * 3 * 4);  // the 8-bit state of adamw_8bit (see the case above)
 }
 
 TEST_CASE("adapter configurations that cannot train or merge exit 2 naming the key",
