@@ -511,7 +511,8 @@ int Trainer::train() {
   if (stop_agreed()) return stop_now();
   // The final evaluation, after the last checkpoint (so an interruption during it loses no
   // training), unless a resumed run already has it.
-  if (!eval_set_.empty() && !metrics_->has_record("eval", step_)) {
+  // (Distributed, only rank 0 has the metrics; the other ranks evaluate too, unwritten.)
+  if (!eval_set_.empty() && (!metrics_ || !metrics_->has_record("eval", step_))) {
     fault_point("final_eval");
     const EvalResult r = run_eval();
     spdlog::info("eval at step {}: loss {:.4f} perplexity {:.3f} ({} tokens, {:.1f} s)", step_,

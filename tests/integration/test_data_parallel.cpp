@@ -27,13 +27,14 @@ using qlt::test::RunResult;
 using qlt::test::TrainScratch;
 
 // The tiny model's LoRA config: 4 steps of 6 micro-batches of 1 packed sequence, dropout 0.05,
-// a checkpoint every 2 steps, a metrics record every step.
+// a checkpoint and a small evaluation every 2 steps, a metrics record every step.
 json dist_config() {
   return {{"model", {{"path", "data/tiny-llama"}, {"compute_dtype", "float32"}}},
           {"quantization", {{"type", "nf4"}, {"block_size", 64}, {"double_quant", true}}},
           {"adapter", {{"type", "lora"}, {"rank", 8}, {"alpha", 16}, {"dropout", 0.05}}},
           {"data",
            {{"train", "data/wordnet/train.jsonl"},
+            {"eval", "data/wordnet/eval.jsonl"},
             {"format", "alpaca"},
             {"max_seq_len", 144},
             {"packing", true}}},
@@ -47,7 +48,7 @@ json dist_config() {
             {"distributed_timeout_s", 30}}},
           {"checkpoint", {{"every_steps", 2}, {"keep_last", 0}}},
           {"logging", {{"every_steps", 1}}},
-          {"eval", {{"every_steps", 0}}}};
+          {"eval", {{"every_steps", 2}, {"batch_size", 4}, {"max_batches", 2}}}};
 }
 
 std::string dist_env(int rank, int world, int port) {
@@ -147,6 +148,8 @@ TEST_CASE("train on 2 and 3 Gloo ranks: the same training as one process, bit-ex
     REQUIRE(records.size() == 4);
     CHECK(records.back()["world_size"] == world);
     CHECK(records.back()["peak_memory_mb_per_rank"].size() == static_cast<size_t>(world));
+    // Every rank evaluates (at steps 0, 2, 4); rank 0 writes the records.
+    CHECK(qlt::test::metrics_records(run, "eval").size() == 3);
     // The tokens of a step are the global batch's, as in the single run.
     CHECK(records.back()["tokens"] ==
           qlt::test::metrics_records(scratch.run("single"), "train").back()["tokens"]);
