@@ -48,6 +48,9 @@ if [[ ${QLT_SKIP_SANITIZE:-0} != 1 ]]; then
   asan_skip+='|SmolLM2 Q4_1 GGUF: (logits|held-out)|generate on SmolLM2'
   asan_skip+='|resume after SIGKILL is bit-exact|does not exist or is a file says so, for every'
   asan_skip+='|SIGINT / SIGTERM stop after a clean checkpoint|killed before its first checkpoint'
+  # Two long equivalence runs (their code runs under ASan in the shorter tests): 200 steps of
+  # adamw_8bit against adamw, and 2 / 3 Gloo ranks against one process.
+  asan_skip+='|200 steps follow fp32 AdamW|train on 2 and 3 Gloo ranks'
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "$asan_skip" "$@"
   if [[ ${QLT_SKIP_FUZZ:-0} != 1 ]]; then
     echo "== fuzzers, smoke run"
