@@ -86,16 +86,13 @@ std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
 }
 
 nlohmann::json AdamW::state_meta() const {
-  nlohmann::json param_steps = nlohmann::json::object();
-  for (const auto& s : params_) param_steps[s.name] = s.step;
-  return {{"steps_taken", steps_taken_},
-          {"param_steps", param_steps},
-          {"options",
-           {{"lr", options_.lr},
-            {"beta1", options_.beta1},
-            {"beta2", options_.beta2},
-            {"eps", options_.eps},
-            {"weight_decay", options_.weight_decay}}}};
+  std::vector<std::string> names;
+  std::vector<int64_t> steps;
+  for (const auto& s : params_) {
+    names.push_back(s.name);
+    steps.push_back(s.step);
+  }
+  return saved_state_meta(steps_taken_, names, steps, options_);
 }
 
 void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors,

@@ -69,4 +69,18 @@ void refuse_unexpected_state(const std::map<std::string, at::Tensor>& tensors,
   }
 }
 
+nlohmann::json saved_state_meta(int64_t steps_taken, const std::vector<std::string>& names,
+                                const std::vector<int64_t>& steps, const AdamWOptions& options) {
+  nlohmann::json param_steps = nlohmann::json::object();
+  for (size_t i = 0; i < names.size(); ++i) param_steps[names[i]] = steps[i];
+  return {{"steps_taken", steps_taken},
+          {"param_steps", param_steps},
+          {"options",
+           {{"lr", options.lr},
+            {"beta1", options.beta1},
+            {"beta2", options.beta2},
+            {"eps", options.eps},
+            {"weight_decay", options.weight_decay}}}};
+}
+
 }  // namespace qlt::optim

@@ -1,6 +1,7 @@
-// Checks shared by the optimizers' load_state (adamw.cpp, adamw_8bit.cpp): a checkpoint's
-// optimizer state is validated in full before any live state changes, and every problem is a
-// UserError naming the tensor or meta key and what to do.
+// What the optimizers' state_meta and load_state share (adamw.cpp, adamw_8bit.cpp): the meta
+// they write, and the checks of a checkpoint's optimizer state, which is validated in full
+// before any live state changes; every problem is a UserError naming the tensor or meta key and
+// what to do.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,8 +11,17 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
+
+#include "optim/adamw.h"
 
 namespace qlt::optim {
+
+// {"steps_taken", "param_steps": {name: step}, "options": {lr, beta1, beta2, eps,
+// weight_decay}}; `names` and `steps` are the parameters' in order. The optimizer adds its own
+// keys to "options".
+nlohmann::json saved_state_meta(int64_t steps_taken, const std::vector<std::string>& names,
+                                const std::vector<int64_t>& steps, const AdamWOptions& options);
 
 // meta must be a JSON object (the optimizer's state_meta as saved).
 void expect_state_meta_object(const nlohmann::json& meta);
